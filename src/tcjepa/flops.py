@@ -1,0 +1,100 @@
+"""Analytic FLOPs of one training step per image, term by term, for I-JEPA and TC-JEPA.
+
+Counted: matrix products (2*m*n*k), including convolutions and attention, which is exactly what
+``torch.utils.flop_counter.FlopCounterMode`` counts (tests cross-check the two). Element-wise work
+(norms, softmax, GELU, the optimizer) is left out, as is customary. Backward costs one product per
+operand that needs a gradient: weight gradients always, input gradients unless the input is data
+(images, frozen text states) — so the patch embedding and the text key/value projections cost 2x
+their forward, everything else 3x. The EMA target encoder runs forward only.
+
+The numbers are reported, never tuned: DESIGN.md §4 asks for the true overhead of the conditioner as
+we implement it, beside the paper's +1.79% for ViT-B/16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Everything the count depends on (per image)."""
+
+    num_patches: int  # N = (image/patch)^2
+    patch_dim: int  # 3 * patch^2
+    enc_dim: int
+    enc_depth: int
+    enc_mlp: float
+    pred_dim: int
+    pred_depth: int
+    pred_mlp: float
+    context: float  # tokens in the context (Kc)
+    target: float  # tokens per target block (Kt)
+    num_targets: int  # M
+    captions: int = 0  # N captions (0: no conditioning)
+    words: int = 0  # S words per caption after padding
+    text_dim: int = 0
+    cond_heads: int = 1
+
+
+def _block(tokens: float, dim: int, mlp: float) -> float:
+    """One transformer block's forward matmul FLOPs on a sequence of ``tokens``."""
+    linear = 2 * tokens * dim * dim * (3 + 1 + 2 * mlp)  # qkv, proj, fc1+fc2
+    attention = 2 * 2 * tokens * tokens * dim  # q k^T and attn v
+    return linear + attention
+
+
+def encoder_forward(s: Shapes, tokens: float) -> dict[str, float]:
+    return {
+        "patch_embed": 2 * s.num_patches * s.patch_dim * s.enc_dim,
+        "blocks": s.enc_depth * _block(tokens, s.enc_dim, s.enc_mlp),
+    }
+
+
+def predictor_forward(s: Shapes) -> dict[str, float]:
+    seq = s.context + s.target
+    return {
+        "embed": 2 * s.context * s.enc_dim * s.pred_dim,
+        "blocks": s.pred_depth * s.num_targets * _block(seq, s.pred_dim, s.pred_mlp),
+        "out": 2 * s.num_targets * s.target * s.pred_dim * s.enc_dim,
+    }
+
+
+def conditioner_forward(s: Shapes) -> dict[str, float]:
+    """All predictor layers' text cross-attention; T query tokens = M copies of (context + target)."""
+    if not s.captions:
+        return {}
+    t = s.num_targets * (s.context + s.target)
+    d, n, w = s.pred_dim, s.captions, s.words
+    per_layer = {
+        "query": 2 * t * d * d,
+        "key_value": 2 * 2 * n * w * s.text_dim * d,
+        "scores": 2 * t * n * w * d,
+        "fold_out_proj": 2 * n * w * d * d,
+        "weighted_sum": 2 * t * n * s.cond_heads * w * d,
+    }
+    return {k: v * s.pred_depth for k, v in per_layer.items()}
+
+
+def training_step(s: Shapes) -> dict[str, float]:
+    """Per-image training FLOPs by part; the ``*_fwd`` entries are forward-only counts."""
+    ctx = encoder_forward(s, s.context)
+    tgt = encoder_forward(s, s.num_patches)
+    pred = predictor_forward(s)
+    cond = conditioner_forward(s)
+    parts = {
+        "context_encoder": ctx["patch_embed"] * 2 + ctx["blocks"] * 3,
+        "target_encoder": sum(tgt.values()),
+        "predictor": sum(pred.values()) * 3,
+        "conditioner": (cond.get("key_value", 0.0) * 2 + (sum(cond.values()) - cond.get("key_value", 0.0)) * 3),
+    }
+    parts["total"] = sum(parts.values())
+    parts["conditioner_fwd"] = sum(cond.values())
+    for k, v in cond.items():
+        parts[f"conditioner.{k}"] = v * (2 if k == "key_value" else 3)
+    return parts
+
+
+def text_encoder_forward(captions: int, tokens: int, dim: int = 384, depth: int = 6, mlp: float = 4.0) -> float:
+    """A frozen BERT-style text encoder run on the fly over ``captions`` x ``tokens`` (MiniLM-L6 defaults)."""
+    return captions * depth * _block(tokens, dim, mlp)

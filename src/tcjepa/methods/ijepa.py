@@ -1,0 +1,140 @@
+"""I-JEPA: predict the EMA target encoder's (layer-normed) features of masked blocks from a context block.
+
+The method interface (DESIGN.md §3), shared by every objective so the loop never branches on names:
+``forward(batch) -> (loss, metrics)``, ``after_step(step)``, ``encoder``, ``param_groups()``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config
+from ..models.conditioner import CondOutput, TextInputs
+from ..models.predictor import Predictor, gather_targets
+from ..models.vit import VisionTransformer, vit_spec
+from ..train.schedules import ema_at
+
+
+def build_encoder(cfg: Config) -> VisionTransformer:
+    e = cfg.model.encoder
+    spec = vit_spec(e.size, cfg.data.image_size, e.patch_size, e.embed_dim, e.depth, e.num_heads, e.mlp_ratio)
+    return VisionTransformer(spec)
+
+
+def prediction_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target)
+    if kind == "l2":
+        return F.mse_loss(pred, target)
+    raise ValueError(f"loss.pred must be smooth_l1 or l2, got {kind!r}")
+
+
+class IJEPA(nn.Module):
+    needs_text = False
+
+    def __init__(self, cfg: Config, text_dim: int | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.context_encoder = build_encoder(cfg)
+        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
+        spec = self.context_encoder.spec
+        p = cfg.model.predictor
+        self.predictor = Predictor(
+            spec.grid,
+            spec.embed_dim,
+            p.dim,
+            p.depth,
+            p.num_heads or spec.num_heads,
+            spec.mlp_ratio,
+            text_dim=text_dim,
+            cond_heads=p.cond_heads,
+        )
+        self.collect_stats = False  # set by the loop on logging steps: extra, cheap diagnostics
+
+    @property
+    def encoder(self) -> VisionTransformer:
+        """The encoder users evaluate and export: the EMA target encoder."""
+        return self.target_encoder
+
+    def text_inputs(self, batch: dict) -> TextInputs | None:
+        return None
+
+    def regularise(
+        self, outputs: list[CondOutput], text: TextInputs | None, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weighted total, L_sparse, L_consistency); I-JEPA has none."""
+        zero = torch.zeros((), device=self.predictor.out.weight.device)
+        return zero, zero, zero
+
+    @torch.no_grad()
+    def targets(self, images: torch.Tensor) -> torch.Tensor:
+        h = self.target_encoder(images)
+        return F.layer_norm(h.float(), (h.shape[-1],))
+
+    def predict(self, batch: dict, text: TextInputs | None) -> tuple[torch.Tensor, list[CondOutput]]:
+        z = self.context_encoder(batch["images"], keep=batch["mask_context"])
+        return self.predictor(z, batch["mask_context"], batch["mask_targets"], text)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+        h = self.targets(batch["images"])
+        target = gather_targets(h, batch["mask_targets"])
+        text = self.text_inputs(batch)
+        pred, outputs = self.predict(batch, text)
+        loss_pred = prediction_loss(pred.float(), target, self.cfg.loss.pred)
+        reg, sparse, consistency = self.regularise(outputs, text, int(batch.get("step", 0)))
+        loss = loss_pred + reg
+        metrics: dict[str, float | torch.Tensor] = {
+            "loss": loss.detach(),
+            "loss_pred": loss_pred.detach(),
+            "loss_sparse": sparse.detach(),
+            "loss_consistency": consistency.detach(),
+        }
+        if self.collect_stats:
+            metrics.update(self.diagnostics(h, target, batch["mask_targets"], loss_pred, outputs, text))
+        return loss, metrics
+
+    @torch.no_grad()
+    def diagnostics(
+        self,
+        h: torch.Tensor,
+        target: torch.Tensor,
+        tgt_idx: torch.Tensor,
+        loss_pred: torch.Tensor,
+        outputs: list[CondOutput],
+        text: TextInputs | None,
+    ) -> dict[str, float]:
+        """Collapse signals (FINDINGS.md §2): raw JEPA loss alone hides a collapsed target space."""
+        # Baseline that ignores the image: predict each position's batch-mean target.
+        baseline = gather_targets(h.mean(dim=0, keepdim=True).expand_as(h), tgt_idx)
+        base_loss = prediction_loss(baseline, target, self.cfg.loss.pred)
+        return {
+            "target_var": float(h.var(dim=1).mean()),  # within-image token variance of the targets
+            "pred_vs_mean": float(loss_pred / base_loss.clamp_min(1e-12)),
+        }
+
+    def after_step(self, step: int) -> None:
+        """EMA update of the target encoder with the momentum scheduled for ``step``."""
+        m = ema_at(self.cfg, step)
+        with torch.no_grad():
+            tgt = list(self.target_encoder.parameters())
+            src = list(self.context_encoder.parameters())
+            torch._foreach_lerp_(tgt, src, 1.0 - m)
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.context_encoder, self.predictor]
+
+    def param_groups(self) -> list[dict]:
+        """Weight decay on matrices only: biases, norms and other 1-D parameters are excluded."""
+        decay, no_decay = [], []
+        for module in self.trainable_modules():
+            for p in module.parameters():
+                if p.requires_grad:
+                    (no_decay if p.ndim <= 1 else decay).append(p)
+        return [
+            {"params": decay, "apply_wd": True},
+            {"params": no_decay, "apply_wd": False, "weight_decay": 0.0},
+        ]

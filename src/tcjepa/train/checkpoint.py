@@ -1,0 +1,136 @@
+"""Atomic checkpoints and strict resume.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over
+the old one: a kill during the write leaves the previous checkpoint intact. Loading uses
+``weights_only=True``. A missing, unreadable or incompatible checkpoint is an error that says what to
+do; it never turns into a silent restart from step 0.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+# Keys that may differ between the saved run and the resuming command without changing the result.
+RESUMABLE_CHANGES = (
+    "run.",
+    "train.log_every",
+    "train.ckpt_every",
+    "train.keep_every",
+    "train.threads",
+    "train.device",
+    "data.num_workers",
+    "text.cache_mb",
+    "text.cache_dir",
+    "text.cache_dtype",
+    "train.steps",
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message says which file and what to do."""
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": _py_state_to_plain(random.getstate()),
+    }
+
+
+def _py_state_to_plain(state: tuple) -> list:
+    return [state[0], list(state[1]), state[2]]
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {path}: nothing to resume. Start the run without --resume, or point run.dir at "
+            "the folder of the run you want to continue."
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, wrong format, pickle refused by weights_only ...
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:200]}). It may be truncated or not "
+            "a tcjepa checkpoint. Resume from a periodic step_<N>.pt in the same folder (copy it over "
+            "latest.pt) or start a new run in another run.dir."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "method" not in state:
+        raise CheckpointError(
+            f"checkpoint {path} is not a tcjepa training checkpoint of format {FORMAT_VERSION} "
+            f"(found format {state.get('format') if isinstance(state, dict) else type(state).__name__})."
+        )
+    return state
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Keys whose values differ and that matter for an exact resume."""
+    a, b = _flat(saved), _flat(current)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if any(key.startswith(p) for p in RESUMABLE_CHANGES):
+            continue
+        if a.get(key) != b.get(key):
+            diffs.append(f"{key}: checkpoint has {a.get(key)!r}, this command has {b.get(key)!r}")
+    return diffs
+
+
+def check_compatible(path: Path, saved_cfg: dict, current_cfg: dict) -> None:
+    diffs = config_differences(saved_cfg, current_cfg)
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {path} was made with a different configuration, so it cannot continue exactly:\n  "
+            + "\n  ".join(diffs)
+            + "\nResume with the run's own settings (its config.yaml), or start a new run in another run.dir."
+        )

@@ -1,0 +1,232 @@
+"""The pretraining loop, top to bottom in one function (nanoGPT style): nothing hides in callbacks.
+
+Any method with the DESIGN.md §3 interface trains here; the loop never branches on the method's name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..config import Config, config_from_dict
+from ..data.pipeline import (
+    PretrainStream,
+    build_caption_cache,
+    heldout_batch,
+    pretrain_loader,
+    text_dim_for,
+    to_device,
+)
+from ..methods import build_method
+from .checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_save,
+    check_compatible,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from .monitors import DeadZoneAlarm, FixedBatchMonitor
+from .schedules import ema_at, lr_at, wd_at
+
+log = logging.getLogger("tcjepa.train")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def resolve_run_dir(cfg: Config) -> Path:
+    if cfg.run.dir:
+        return Path(cfg.run.dir)
+    name = cfg.run.name or f"{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path("runs") / name
+
+
+def pick_device(cfg: Config) -> torch.device:
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but CUDA is not available; use train.device=cpu or auto")
+    if cfg.train.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.train.device)
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so no step appears twice."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < last_step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _as_float(v) -> float:
+    return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def _cond_grad_norms(method: torch.nn.Module) -> dict[str, float]:
+    """Gradient norms reaching the conditioner's W_Q, W_K, W_V (all layers): is the text path learning?"""
+    sums = {"q": 0.0, "k": 0.0, "v": 0.0}
+    for name, p in method.named_parameters():
+        for key in sums:
+            if f".cond.{key}." in name and p.grad is not None:
+                sums[key] += float(p.grad.float().pow(2).sum())
+    if not any(".cond." in n for n, _ in method.named_parameters()):
+        return {}
+    return {f"grad_norm_cond_{k}": math.sqrt(v) for k, v in sums.items()}
+
+
+def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
+    """Train ``cfg.method`` for ``cfg.train.steps`` steps; returns the run folder."""
+    run_dir = resolve_run_dir(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    latest = ckpt_dir / "latest.pt"
+    if not resume and latest.exists():
+        raise CheckpointError(
+            f"{run_dir} already holds a run (checkpoints/latest.pt). Pass --resume to continue it, or choose "
+            "another run.dir / run.name; tcjepa never overwrites a run."
+        )
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg)
+    torch.manual_seed(cfg.seed)
+
+    method = build_method(cfg, text_dim_for(cfg) if cfg.method == "tcjepa" else None).to(device)
+    optimizer = torch.optim.AdamW(
+        method.param_groups(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+    )
+    start_step = 0
+    if resume:
+        state = load_checkpoint(latest, map_location=device)
+        check_compatible(latest, state["config"], cfg.to_dict())
+        if state["config"]["train"]["steps"] != cfg.train.steps:
+            log.warning(
+                "train.steps changed from %s to %s: schedules are recomputed for the new length",
+                state["config"]["train"]["steps"],
+                cfg.train.steps,
+            )
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start_step = state["step"]
+        log.info("resumed %s at step %d", run_dir, start_step)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume:
+        _trim_metrics(metrics_path, start_step)
+    elif metrics_path.exists():
+        metrics_path.unlink()  # a folder without a checkpoint holds no run to lose
+
+    def save(step: int) -> None:
+        state = {
+            "format": FORMAT_VERSION,
+            "step": step,
+            "config": cfg.to_dict(),
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(),
+        }
+        atomic_save(state, latest)
+        if cfg.train.keep_every and step % cfg.train.keep_every == 0:
+            atomic_save(state, ckpt_dir / f"step_{step}.pt")
+
+    needs_text = bool(getattr(method, "needs_text", False))
+    stream = PretrainStream(cfg, with_text=needs_text)
+    loader = pretrain_loader(stream, start_step, cfg.data.num_workers)
+    monitor = None
+    if cfg.train.monitor_every:
+        fixed = heldout_batch(
+            cfg, min(128, max(8, cfg.train.batch_size)), build_caption_cache(cfg) if needs_text else None
+        )
+        monitor = FixedBatchMonitor(to_device(fixed, device))
+    alarm = DeadZoneAlarm()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.precision == "bf16" else nullcontext()
+    forward = torch.compile(method) if cfg.train.compile else method
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+
+    method.train()
+    bar = tqdm(
+        total=cfg.train.steps,
+        initial=start_step,
+        disable=not progress,
+        desc=f"{cfg.method}",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    window_start, window_images = time.perf_counter(), 0
+    step = start_step
+    with open(metrics_path, "a") as metrics_file:
+        for step, batch in zip(range(start_step, cfg.train.steps), loader):
+            lr, wd = lr_at(cfg, step), wd_at(cfg, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+                if group.get("apply_wd", True):
+                    group["weight_decay"] = wd
+            logging_step = step % cfg.train.log_every == 0 or step == cfg.train.steps - 1
+            method.collect_stats = logging_step
+            data_stats = batch.pop("stats", {})
+            batch = to_device(batch, device)
+            with autocast:
+                loss, metrics = forward(batch)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"loss is {loss_value} at step {step} (loss_pred={_as_float(metrics['loss_pred']):.4g}, "
+                    f"loss_sparse={_as_float(metrics['loss_sparse']):.4g}). Training stopped; the last good "
+                    f"checkpoint is kept at {latest if latest.exists() else '(none yet)'}. Try a lower optim.lr, "
+                    "optim.grad_clip=1.0, or train.precision=fp32."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            cond_norms = _cond_grad_norms(method) if logging_step else {}
+            optimizer.step()
+            method.after_step(step)
+            window_images += cfg.train.batch_size
+            bar.update(1)
+
+            if logging_step:
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "step": step,
+                    **{k: _as_float(v) for k, v in metrics.items()},
+                    "lr": lr,
+                    "wd": wd,
+                    "ema": ema_at(cfg, step),
+                    "grad_norm": grad_norm,
+                    **cond_norms,
+                    "img_per_s": window_images / max(elapsed, 1e-9),
+                    **data_stats,
+                }
+                if monitor is not None and (step % cfg.train.monitor_every == 0 or step == cfg.train.steps - 1):
+                    record.update(monitor(method))
+                record["dead_zone"] = int(alarm.update(record))
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{record['img_per_s']:.0f}")
+                window_start, window_images = time.perf_counter(), 0
+            if cfg.train.ckpt_every and (step + 1) % cfg.train.ckpt_every == 0:
+                save(step + 1)
+    bar.close()
+    final_step = step + 1 if cfg.train.steps > start_step else start_step
+    save(final_step)
+    return run_dir
+
+
+def load_run_config(run_dir: Path) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a tcjepa run folder: {path} is missing")
+    import yaml
+
+    return config_from_dict(yaml.safe_load(path.read_text()))

@@ -1,0 +1,90 @@
+"""Training monitors: the JEPA loss is not a quality signal, so watch what is (FINDINGS.md §2).
+
+- RankMe effective rank of the target encoder's features on a fixed batch (collapse shows up here);
+- for text-conditioned methods, the prediction loss with true versus shuffled captions on a fixed
+  batch (does the predictor use the text at all?);
+- the sparsity dead zone of METHOD.md §4.9: every patch-word cosine <= 0, so the paper's
+  regulariser gives no gradient. We warn loudly when it persists.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger("tcjepa.train")
+
+
+def effective_rank(features: torch.Tensor) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of (n, D) features."""
+    s = torch.linalg.svdvals(features.float())
+    p = s / s.sum().clamp_min(1e-12)
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def shuffled_text(batch: dict) -> dict:
+    """The same batch with every image given another image's captions (a cyclic shift)."""
+    out = dict(batch)
+    for k in ("text", "text_mask", "caption_mask"):
+        out[k] = torch.roll(batch[k], shifts=1, dims=0)
+    return out
+
+
+class DeadZoneAlarm:
+    """Flags runs whose patch-word cosines are all <= 0 in every layer for ``patience`` logged steps."""
+
+    def __init__(self, patience: int = 5):
+        self.patience = patience
+        self.streak = 0
+        self.warned = False
+
+    def update(self, metrics: dict) -> bool:
+        fracs = [v for k, v in metrics.items() if k.startswith("pos_frac_l")]
+        if not fracs:
+            return False
+        self.streak = self.streak + 1 if max(fracs) == 0.0 else 0
+        dead = self.streak >= self.patience
+        if dead and not self.warned:
+            self.warned = True
+            log.warning(
+                "\n" + "!" * 78 + "\n"
+                f"SPARSITY DEAD ZONE at step {metrics.get('step')}: every patch-word cosine is <= 0 in every "
+                "predictor layer,\nso loss_sparse and loss_consistency are 0 and give no gradient (METHOD.md §4.9). "
+                "The\nregulariser has switched itself off. Consider loss.sparse_form=mean|margin|topk|entropy or\n"
+                "loss.sparse_warmup_steps (see the README section on sparsity).\n" + "!" * 78
+            )
+        return dead
+
+
+class FixedBatchMonitor:
+    """Cheap quality signals on one fixed batch, every ``train.monitor_every`` steps."""
+
+    def __init__(self, batch: dict):
+        self.batch = batch
+
+    @torch.no_grad()
+    def __call__(self, method: torch.nn.Module) -> dict[str, float]:
+        was_training = method.training
+        method.eval()
+        try:
+            images = self.batch["images"]
+            feats = method.encoder(images)  # (B, N, D)
+            out = {
+                "rankme": effective_rank(feats.mean(dim=1)),
+                "rankme_patch": effective_rank(feats.reshape(-1, feats.shape[-1])[:4096]),
+                "feat_std": float(feats.mean(dim=1).std(dim=0).mean()),
+            }
+            if getattr(method, "needs_text", False) and "text" in self.batch:
+                collect = method.collect_stats
+                method.collect_stats = False
+                _, true = method(self.batch)
+                _, shuffled = method(shuffled_text(self.batch))
+                method.collect_stats = collect
+                out["heldout_loss_true_text"] = float(true["loss_pred"])
+                out["heldout_loss_shuffled_text"] = float(shuffled["loss_pred"])
+                out["text_usage"] = out["heldout_loss_shuffled_text"] / max(out["heldout_loss_true_text"], 1e-12)
+            return out
+        finally:
+            method.train(was_training)
