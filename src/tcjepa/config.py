@@ -268,13 +268,29 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_preset(path: str | Path) -> Path:
+    """A YAML path, or the name of a shipped preset (``demo``, ``cpu-small``, ...)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    named = PRESET_DIR / f"{p.name.removesuffix('.yaml')}.yaml"
+    if p.parent in (Path("."), Path("configs")) and named.is_file():
+        return named
+    raise ConfigError(f"config file '{path}' does not exist; shipped presets: {', '.join(presets())}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file, then ``key=value`` overrides, then validation."""
     cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist (presets live in configs/, e.g. configs/demo.yaml)")
+        path = resolve_preset(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
@@ -371,10 +387,6 @@ def validate(cfg: Config) -> None:
         _check(flat[key] >= 0, f"config key '{key}' must be >= 0, got {flat[key]}")
     m0, m1 = cfg.optim.ema
     _check(0 <= m0 <= m1 <= 1, f"config key 'optim.ema' must satisfy 0 <= start <= end <= 1, got [{m0}, {m1}]")
-    _check(
-        cfg.optim.warmup_steps <= cfg.train.steps,
-        f"optim.warmup_steps={cfg.optim.warmup_steps} exceeds train.steps={cfg.train.steps}",
-    )
     _check(cfg.loss.sparse_topk >= 1, "config key 'loss.sparse_topk' must be >= 1")
     _check(
         cfg.text.encoder in ("minilm", "hashed") or cfg.text.encoder.startswith("hf:"),
