@@ -70,6 +70,7 @@ def conditioner_forward(s: Shapes) -> dict[str, float]:
         "query": 2 * t * d * d,
         "key_value": 2 * 2 * n * w * s.text_dim * d,
         "scores": 2 * t * n * w * d,
+        "cosine": 2 * t * n * w * d,  # full-width q.k for the regularisers' patch-word cosines (its own GEMM)
         "fold_out_proj": 2 * n * w * d * d,
         "weighted_sum": 2 * t * n * s.cond_heads * w * d,
     }
