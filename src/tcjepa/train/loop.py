@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..config import Config, config_from_dict
+from ..config import Config
 from ..data.pipeline import (
     PretrainStream,
     build_caption_cache,
@@ -221,12 +221,3 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     final_step = step + 1 if cfg.train.steps > start_step else start_step
     save(final_step)
     return run_dir
-
-
-def load_run_config(run_dir: Path) -> Config:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a tcjepa run folder: {path} is missing")
-    import yaml
-
-    return config_from_dict(yaml.safe_load(path.read_text()))
