@@ -1,0 +1,242 @@
+"""``tcjepa bench``: step time, throughput, peak memory and analytic FLOPs per method, in one process.
+
+Shared machines are noisy, so methods are timed interleaved (round-robin, several rounds) on the same
+pre-built batches and the median is reported; compare methods by the ratio from one invocation.
+The training step excludes data loading; the data side (rendering, masks, caption lookup with a warm
+cache) and the cost of running the text encoder on the fly are reported beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from .config import Config
+from .data.pipeline import PretrainStream, text_dim_for
+from .flops import Shapes, text_encoder_forward, training_step
+from .methods import build_method
+from .train.loop import pick_device
+
+# Dense peak FLOP/s by GPU name fragment and precision, for MFU.
+PEAK_FLOPS = {
+    "H100": {"bf16": 989e12, "fp32": 67e12},
+    "H200": {"bf16": 989e12, "fp32": 67e12},
+    "A100": {"bf16": 312e12, "fp32": 19.5e12},
+}
+
+
+def expected_mask_sizes(stream: PretrainStream, batches: int = 50) -> tuple[float, float]:
+    """Mean context and target-block lengths the sampler produces (after truncation to the batch minimum)."""
+    g = torch.Generator().manual_seed(0)
+    ctx, tgt = [], []
+    for _ in range(batches):
+        m = stream.masks(stream.local_batch, g)
+        ctx.append(m.context.shape[1])
+        tgt.append(m.targets.shape[2])
+    return statistics.fmean(ctx), statistics.fmean(tgt)
+
+
+def flop_shapes(cfg: Config, context: float, target: float, words: int, method: str) -> Shapes:
+    probe = build_method(replace(cfg, method="ijepa"))
+    spec = probe.context_encoder.spec
+    p = cfg.model.predictor
+    conditioned = method == "tcjepa"
+    return Shapes(
+        num_patches=spec.num_patches,
+        patch_dim=3 * spec.patch_size**2,
+        enc_dim=spec.embed_dim,
+        enc_depth=spec.depth,
+        enc_mlp=spec.mlp_ratio,
+        pred_dim=p.dim,
+        pred_depth=p.depth,
+        pred_mlp=spec.mlp_ratio,
+        context=context,
+        target=target,
+        num_targets=cfg.mask.num_targets,
+        captions=cfg.text.num_captions if conditioned else 0,
+        words=words if conditioned else 0,
+        text_dim=text_dim_for(cfg) if conditioned else 0,
+        cond_heads=(p.cond_heads or p.num_heads or spec.num_heads) if conditioned else 1,
+    )
+
+
+def _train_step(method: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, step: int, autocast) -> None:
+    with autocast():
+        loss, _ = method(batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    method.after_step(step)
+
+
+def step_memory_mb(method: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, autocast) -> float:
+    """Training-step memory from tensor bytes: parameters (both encoders), gradients, optimizer state and
+    every tensor autograd saves for backward (unique storages). Deterministic, unlike a process's RSS,
+    whose allocator keeps freed memory; used on CPU, where no allocator statistics exist."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
+        loss, _ = method(batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    params = sum(p.numel() * p.element_size() for p in method.parameters())
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in method.parameters() if p.grad is not None)
+    state = sum(
+        v.numel() * v.element_size() for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)
+    )
+    return (params + grads + state + sum(storages.values())) / 2**20
+
+
+def peak_memory_mb(
+    method: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, autocast, device: torch.device
+) -> tuple[float, str]:
+    """Peak allocated memory on CUDA; on CPU the tensor-byte count of :func:`step_memory_mb`."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        _train_step(method, opt, batch, 0, autocast)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
+    return step_memory_mb(method, opt, batch, autocast), "params+grads+optimizer+saved activations"
+
+
+def run_bench(
+    cfg: Config,
+    methods: list[str],
+    steps: int = 10,
+    rounds: int = 3,
+    flops_only: bool = False,
+    emit: Callable[[dict], None] = lambda r: print(json.dumps(r), flush=True),
+) -> list[dict]:
+    device = pick_device(cfg)
+    bf16 = cfg.train.precision == "bf16"
+    autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext
+    stream = PretrainStream(replace(cfg, method="tcjepa"), with_text="tcjepa" in methods)
+    context, target = expected_mask_sizes(stream)
+    words = cfg.text.max_len - (0 if cfg.text.keep_special else 2)
+    base_flops = training_step(flop_shapes(cfg, context, target, words, "ijepa"))["total"]
+    results = []
+    if flops_only:
+        for name in methods:
+            parts = training_step(flop_shapes(cfg, context, target, words, name))
+            rec = {
+                "method": name,
+                "flops_per_img": parts["total"],
+                "overhead_vs_ijepa": parts["total"] / base_flops - 1,
+                "caption_words": words,
+                "context_tokens": context,
+                "target_tokens": target,
+                "breakdown": {k: v for k, v in parts.items() if k != "total"},
+                "text_encoder_flops_per_img": text_encoder_forward(cfg.text.num_captions, cfg.text.max_len)
+                if name == "tcjepa"
+                else 0.0,
+            }
+            emit(rec)
+            results.append(rec)
+        return results
+
+    n_batches = min(steps, 4)
+    t0 = time.perf_counter()
+    batches = [stream[i] for i in range(n_batches)]  # first pass warms the caption cache
+    cold_ms = 1000 * (time.perf_counter() - t0) / n_batches
+    t0 = time.perf_counter()
+    batches = [stream[i] for i in range(n_batches)]
+    warm_ms = 1000 * (time.perf_counter() - t0) / n_batches
+    for b in batches:
+        b.pop("stats")
+    words_seen = statistics.fmean(b["text"].shape[2] for b in batches) if "text" in batches[0] else 0
+    text_ms = None
+    if "tcjepa" in methods:
+        flat = [c for b in batches[:1] for caps in b["captions"] for c in caps]
+        t0 = time.perf_counter()
+        stream.cache.encoder.encode(flat)
+        text_ms = 1000 * (time.perf_counter() - t0)
+    batches = [_to(b, device) for b in batches]
+
+    built = {}
+    for name in methods:
+        torch.manual_seed(cfg.seed)
+        m = build_method(replace(cfg, method=name), text_dim_for(cfg) if name == "tcjepa" else None).to(device)
+        opt = torch.optim.AdamW(m.param_groups(), lr=cfg.optim.lr)
+        for i in range(2):  # warm-up: allocator, kernels, compile
+            _train_step(m, opt, batches[i % n_batches], i, autocast)
+        built[name] = (m, opt)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(rounds):
+        for name in methods:
+            m, opt = built[name]
+            for i in range(steps):
+                _sync(device)
+                t = time.perf_counter()
+                _train_step(m, opt, batches[i % n_batches], i, autocast)
+                _sync(device)
+                times[name].append(time.perf_counter() - t)
+    for name in methods:
+        m, opt = built[name]
+        step_s = statistics.median(times[name])
+        parts = training_step(flop_shapes(cfg, context, target, round(words_seen) or words, name))
+        rec = {
+            "method": name,
+            "step_ms": 1000 * step_s,
+            "img_per_s": stream.local_batch / step_s,
+            "flops_per_img": parts["total"],
+            "peak_mem_mb": None,
+            "batch_size": stream.local_batch,
+            "step_ms_iqr": _iqr_ms(times[name]),
+            "data_ms_warm_cache": warm_ms,
+            "data_ms_cold_cache": cold_ms,
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+            "precision": cfg.train.precision,
+            "caption_words": round(words_seen) if name == "tcjepa" else 0,
+        }
+        if name == "tcjepa":
+            rec["text_encode_ms_on_the_fly"] = text_ms
+            rec["step_ms_with_text_on_the_fly"] = rec["step_ms"] + (text_ms or 0.0)
+        rec["peak_mem_mb"], rec["peak_mem_source"] = peak_memory_mb(m, opt, batches[0], autocast, device)
+        rec["mfu"] = _mfu(parts["total"] * rec["img_per_s"], device, cfg.train.precision)
+        emit(rec)
+        results.append(rec)
+    if "ijepa" in times and "tcjepa" in times:
+        emit(
+            {"ratio_tcjepa_over_ijepa_step_ms": statistics.median(times["tcjepa"]) / statistics.median(times["ijepa"])}
+        )
+    return results
+
+
+def _iqr_ms(xs: list[float]) -> float:
+    q = statistics.quantiles(xs, n=4) if len(xs) >= 4 else [min(xs), 0, max(xs)]
+    return 1000 * (q[2] - q[0])
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    from .data.pipeline import to_device
+
+    return to_device(batch, device)
+
+
+def _mfu(flops_per_s: float, device: torch.device, precision: str) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    for key, peaks in PEAK_FLOPS.items():
+        if key in name:
+            return flops_per_s / peaks[precision]
+    return None

@@ -1,0 +1,161 @@
+"""``tcjepa <command>``: the stable command-line names of DESIGN.md §7."""
+
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: busy-waiting threads fight the data worker on small machines, which made
+# identical steps vary 20x on 2 cores. Users can still override it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from .config import Config, ConfigError, all_keys, load_config  # noqa: E402
+
+log = logging.getLogger("tcjepa")
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.steps=100")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .train.loop import pretrain
+
+    cfg = _config(args)
+    run_dir = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    print(f"run written to {run_dir}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    cfg = _config(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        if m not in ("ijepa", "tcjepa"):
+            raise ConfigError(f"--methods: unknown method {m!r}; choose from ijepa, tcjepa")
+    out = open(args.out, "a") if args.out else None  # noqa: SIM115
+
+    def emit(record: dict) -> None:
+        line = json.dumps(record)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+
+    try:
+        run_bench(cfg, methods, steps=args.steps, rounds=args.rounds, flops_only=args.flops_only, emit=emit)
+    finally:
+        if out:
+            out.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    report = run_demo(Path(args.out), quick=args.quick, progress=not args.no_progress)
+    print(f"demo report: {report}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data.shapes import ShapesDataset, save_preview
+
+    if args.action == "preview":
+        ds = ShapesDataset(args.split, image_size=args.image_size, seed=args.seed)
+        path = save_preview(args.out, ds, n=args.n, captions_per_image=args.captions)
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tcjepa", description="Text-Conditional JEPA and I-JEPA in plain PyTorch")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("pretrain", help="train a method (ijepa|tcjepa) from a YAML config")
+    p.add_argument("config", help="YAML preset, e.g. configs/demo.yaml")
+    _add_overrides(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in run.dir from checkpoints/latest.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("bench", help="step time, img/s, peak memory and FLOPs per method (JSON lines)")
+    p.add_argument("config")
+    _add_overrides(p)
+    p.add_argument("--methods", default="ijepa,tcjepa")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per method per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median over all timed steps)")
+    p.add_argument("--flops-only", action="store_true", help="print analytic FLOPs without training")
+    p.add_argument("--out", help="also append the JSON lines to this file")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="the CPU demo: pretrain TC-JEPA and I-JEPA briefly, evaluate, write a report")
+    p.add_argument("--out", default="runs/demo", help="folder for the runs and the report")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (a smoke test, not a result)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("data", help="inspect datasets")
+    p.add_argument("action", choices=["preview"])
+    p.add_argument("--split", default="train")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--captions", type=int, default=None, help="captions shown per image (default all)")
+    p.add_argument("--out", default="shapes_preview.png")
+    p.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Overrides may come after options (``bench CFG --steps 5 train.steps=9``): argparse leaves those over.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.help_config:
+        defaults = Config().to_dict()
+        for key in all_keys():
+            value = defaults
+            for part in key.split("."):
+                value = value[part]
+            print(f"{key} = {value!r}")
+        return 0
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"tcjepa: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tcjepa: interrupted; the last checkpoint is intact (use --resume to continue)", file=sys.stderr)
+        return 130
+    except RuntimeError as e:
+        # CheckpointError, TrainingDiverged and other failures that carry a message meant for a person.
+        if type(e).__name__ in ("CheckpointError", "TrainingDiverged"):
+            print(f"tcjepa: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
