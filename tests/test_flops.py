@@ -1,0 +1,101 @@
+"""The analytic FLOP count equals what torch's FlopCounterMode measures on a real training step.
+
+FlopCounterMode has no formula for the CPU flash-attention kernel that ``scaled_dot_product_attention``
+picks by default (it would silently count attention as 0), so the step runs on the math backend, where
+attention is plain batched matmuls that the counter does see.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from tcjepa import flops
+from tcjepa.data.pipeline import PretrainStream, text_dim_for
+from tcjepa.methods import build_method
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _shapes(method, batch: dict) -> flops.Shapes:
+    cfg, spec = method.cfg, method.context_encoder.spec
+    p = cfg.model.predictor
+    _, m, kt = batch["mask_targets"].shape
+    n = s = dt = 0
+    if "text" in batch:
+        _, n, s, dt = batch["text"].shape
+    return flops.Shapes(
+        num_patches=spec.num_patches,
+        patch_dim=3 * spec.patch_size**2,
+        enc_dim=spec.embed_dim,
+        enc_depth=spec.depth,
+        enc_mlp=spec.mlp_ratio,
+        pred_dim=p.dim,
+        pred_depth=p.depth,
+        pred_mlp=spec.mlp_ratio,
+        context=batch["mask_context"].shape[1],
+        target=kt,
+        num_targets=m,
+        captions=n,
+        words=s,
+        text_dim=dt,
+        cond_heads=p.cond_heads or p.num_heads or spec.num_heads,
+    )
+
+
+def _setup(tiny_cfg, method_name: str, *overrides: str):
+    cfg = tiny_cfg(f"method={method_name}", "train.batch_size=3", *overrides)
+    torch.manual_seed(0)
+    method = build_method(cfg, text_dim_for(cfg) if method_name == "tcjepa" else None)
+    batch = PretrainStream(cfg, with_text=method_name == "tcjepa")[0]
+    batch.pop("stats")
+    return method, batch
+
+
+@pytest.mark.parametrize(
+    ("method_name", "overrides"),
+    [("ijepa", ()), ("tcjepa", ()), ("tcjepa", ("model.predictor.cond_heads=4", "text.num_captions=3"))],
+    ids=["ijepa", "tcjepa", "tcjepa-4-heads-3-captions"],
+)
+def test_training_step_matches_flop_counter(tiny_cfg, method_name: str, overrides: tuple[str, ...]) -> None:
+    method, batch = _setup(tiny_cfg, method_name, *overrides)
+    b = batch["images"].shape[0]
+    shapes = _shapes(method, batch)
+    if method_name == "tcjepa":
+        assert shapes.captions >= 3 and shapes.words > 1  # the text path really is counted
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        loss, _ = method(batch)
+        loss.backward()
+    measured = counter.get_total_flops()
+    analytic = flops.training_step(shapes)
+    assert b * analytic["total"] == measured, {k: b * v for k, v in analytic.items()}
+    assert analytic["total"] == pytest.approx(
+        analytic["context_encoder"] + analytic["target_encoder"] + analytic["predictor"] + analytic["conditioner"]
+    )
+    if method_name == "ijepa":
+        assert analytic["conditioner"] == 0
+
+
+def test_forward_parts_match_per_module_counts(tiny_cfg) -> None:
+    method, batch = _setup(tiny_cfg, "tcjepa")
+    b = batch["images"].shape[0]
+    shapes = _shapes(method, batch)
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+        method(batch)
+    per_module = {name: sum(c.values()) for name, c in counter.get_flop_counts().items()}
+    tgt = flops.encoder_forward(shapes, shapes.num_patches)
+    ctx = flops.encoder_forward(shapes, shapes.context)
+    pred = flops.predictor_forward(shapes)
+    cond = sum(flops.conditioner_forward(shapes).values())
+    assert per_module["TCJEPA.target_encoder"] == b * sum(tgt.values())
+    assert per_module["TCJEPA.context_encoder.patch_embed"] == b * ctx["patch_embed"]
+    assert per_module["TCJEPA.context_encoder"] == b * sum(ctx.values())
+    assert per_module["TCJEPA.predictor.embed"] == b * pred["embed"]
+    assert per_module["TCJEPA.predictor.out"] == b * pred["out"]
+    conditioner = sum(per_module[f"TCJEPA.predictor.blocks.{i}.cond"] for i in range(shapes.pred_depth))
+    assert conditioner == b * cond
+    assert per_module["TCJEPA.predictor"] == b * (sum(pred.values()) + cond)
