@@ -41,7 +41,6 @@ def _shapes(method, batch: dict) -> flops.Shapes:
         captions=n,
         words=s,
         text_dim=dt,
-        cond_heads=p.cond_heads or p.num_heads or spec.num_heads,
     )
 
 

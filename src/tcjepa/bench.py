@@ -63,7 +63,6 @@ def flop_shapes(cfg: Config, context: float, target: float, words: int, method: 
         captions=cfg.text.num_captions if conditioned else 0,
         words=words if conditioned else 0,
         text_dim=text_dim_for(cfg) if conditioned else 0,
-        cond_heads=(p.cond_heads or p.num_heads or spec.num_heads) if conditioned else 1,
     )
 
 

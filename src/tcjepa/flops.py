@@ -34,7 +34,6 @@ class Shapes:
     captions: int = 0  # N captions (0: no conditioning)
     words: int = 0  # S words per caption after padding
     text_dim: int = 0
-    cond_heads: int = 1
 
 
 def _block(tokens: float, dim: int, mlp: float) -> float:
@@ -69,10 +68,9 @@ def conditioner_forward(s: Shapes) -> dict[str, float]:
     per_layer = {
         "query": 2 * t * d * d,
         "key_value": 2 * 2 * n * w * s.text_dim * d,
-        "scores": 2 * t * n * w * d,
-        "cosine": 2 * t * n * w * d,  # full-width q.k for the regularisers' patch-word cosines (its own GEMM)
-        "fold_out_proj": 2 * n * w * d * d,
-        "weighted_sum": 2 * t * n * s.cond_heads * w * d,
+        "scores": 2 * t * n * w * d,  # per-head q.k; their sum over heads is the full-width cosine, free
+        "weighted_sum": 2 * t * n * w * d,  # softmax(qK_n) V_n for every caption
+        "out_proj": 2 * t * d * d,  # once, after the max-pool over captions
     }
     return {k: v * s.pred_depth for k, v in per_layer.items()}
 

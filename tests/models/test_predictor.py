@@ -27,8 +27,9 @@ def _text(b: int, n: int, s: int, dt: int, lengths: list[list[int]], seed: int =
 
 
 def _reference_cross_attention(cond: TextCrossAttention, x: torch.Tensor, text: TextInputs) -> torch.Tensor:
-    """DESIGN.md §4 read literally: per caption, ordinary multi-head attention (1/sqrt(d_head), padding
-    masked) followed by the output projection; then the max over the captions present (zero if none)."""
+    """Eq. 2 and 4 read literally: per caption, ordinary multi-head attention (1/sqrt(d_head), padding
+    masked, heads concatenated); the max over the captions present; then the output projection (zero
+    update when an image has no captions)."""
     b, t, d = x.shape
     h = cond.num_heads
     q = cond.q(cond.norm(x)).view(b, t, h, d // h).transpose(1, 2)
@@ -39,10 +40,10 @@ def _reference_cross_attention(cond: TextCrossAttention, x: torch.Tensor, text: 
         mask = text.text_mask[:, n][:, None, None, :]
         mask = mask | ~mask.any(-1, keepdim=True)  # fully padded (absent) caption: any finite row, pooled out
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        updates.append(cond.proj(out.transpose(1, 2).reshape(b, t, d)))
+        updates.append(out.transpose(1, 2).reshape(b, t, d))
     stacked = torch.stack(updates, dim=1)  # (B, N, T, d)
     present = text.caption_mask[:, :, None, None]
-    pooled = stacked.masked_fill(~present, float("-inf")).amax(dim=1)
+    pooled = cond.proj(stacked.masked_fill(~present, float("-inf")).amax(dim=1))
     return torch.where(text.caption_mask.any(1)[:, None, None], pooled, torch.zeros_like(pooled))
 
 
@@ -71,6 +72,9 @@ def test_cross_attention_matches_reference(heads: int) -> None:
 def test_cross_attention_uses_max_over_captions_not_mean() -> None:
     torch.manual_seed(0)
     cond = TextCrossAttention(dim=8, text_dim=8, num_heads=2)
+    with torch.no_grad():  # an identity output projection exposes the pooled per-caption updates
+        cond.proj.weight.copy_(torch.eye(8))
+        cond.proj.bias.zero_()
     x = torch.randn(1, 4, 8)
     one = _text(1, 1, 3, 8, [[3]], seed=1)
     two = _text(1, 1, 3, 8, [[3]], seed=2)
