@@ -68,6 +68,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.suite import run_eval
+    from .runs import eval_target
+
+    target = eval_target(args.target)
+    out = Path(args.out) if args.out else Path(args.target)
+    result = run_eval(target, args.suite, out, last4=args.last4, device=args.device, progress=not args.no_progress)
+    print(f"wrote {out / 'eval.json'} and {out / 'eval.md'} ({result['settings']['seconds']} s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    out = export_run(args.run, args.out)
+    print(f"exported the EMA target encoder of {args.run} to {out}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .embed import embed_images
+
+    path = embed_images(args.encoder, args.images, args.out, patches=args.patches, batch_size=args.batch_size)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from .data.shapes import ShapesDataset, save_preview
 
@@ -106,6 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a much shorter run (a smoke test, not a result)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="frozen-encoder evaluation of a run or exported encoder -> eval.json, eval.md")
+    p.add_argument("target", metavar="RUN_OR_ENCODER", help="a run folder or an exported encoder folder")
+    p.add_argument("--suite", default="quick", choices=["quick", "full"])
+    p.add_argument("--out", help="folder for eval.json and eval.md (default: the target folder)")
+    p.add_argument("--last4", action="store_true", help="concatenate the last 4 blocks' average pools (I-JEPA)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write a run's encoder as model.safetensors + config.json")
+    p.add_argument("run")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("embed", help="features of image files from an exported encoder or a run")
+    p.add_argument("encoder", help="exported encoder folder or run folder")
+    p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
+    p.add_argument("--out", default="embeddings.pt", help=".pt (dict of tensors) or .npy (pooled features)")
+    p.add_argument("--patches", action="store_true", help="also store patch features (.pt only)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("data", help="inspect datasets")
     p.add_argument("action", choices=["preview"])

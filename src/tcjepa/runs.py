@@ -44,3 +44,37 @@ def load_run_encoder(run_dir: str | Path) -> tuple[Config, torch.nn.Module]:
     """The EMA target encoder of a trained run (what downstream users get)."""
     cfg, method = load_run_method(run_dir)
     return cfg, method.encoder
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / "config.yaml").is_file() and (Path(path) / "checkpoints" / "latest.pt").is_file()
+
+
+def eval_target(path: str | Path):
+    """An :class:`~tcjepa.eval.suite.EvalTarget` from a run folder or an exported encoder folder."""
+    from .data.pipeline import build_caption_cache
+    from .eval.suite import EvalTarget
+    from .export import is_exported_encoder, load_encoder
+
+    path = Path(path)
+    if is_run_dir(path):
+        cfg, method = load_run_method(path)
+        cache = build_caption_cache(cfg) if getattr(method, "needs_text", False) else None
+        info = {"method": cfg.method, "step": checkpoint_step(path), "run": str(path)}
+        return EvalTarget(method.encoder, cfg.data.image_size, path.name, method, cache, info)
+    if is_exported_encoder(path):
+        encoder = load_encoder(path)
+        return EvalTarget(encoder, encoder.spec.image_size, path.name, info={"encoder": str(path)})
+    raise FileNotFoundError(
+        f"{path} is neither a tcjepa run folder (config.yaml + checkpoints/latest.pt) nor an exported encoder "
+        "(model.safetensors + config.json)"
+    )
+
+
+def untrained_target(cfg: Config, seed: int | None = None):
+    """The random-init floor: the encoder exactly as training would start it, never trained."""
+    from .eval.suite import EvalTarget
+
+    seed = cfg.seed if seed is None else seed
+    method = build_untrained(cfg, seed)
+    return EvalTarget(method.encoder, cfg.data.image_size, f"random-init-seed{seed}", info={"method": "random-init"})

@@ -1,0 +1,174 @@
+"""Patch-word grounding of a TC-JEPA predictor, measured against the exact object masks of ``shapes``.
+
+The map of a word is the patch-word cosine of the conditioner (Eq. 3: cos(W_Q q, W_K t) on the full
+projected width) averaged over predictor layers, read with the whole image as context so every patch
+has a query token. Figures show it rectified, as the paper's Fig. 5 does; the pointing game ranks the
+unrectified mean, so the top patch stays defined even when every cosine is <= 0 (the dead zone).
+
+Pointing game: for every colour or shape word of a caption, a hit when the highest-scoring patch
+covers at least ``min_cover`` of its pixels with one of the objects the word names. Chance is the
+hit rate of a uniformly random patch, i.e. the mean share of qualifying patches per word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..data.captions import CaptionCache
+from ..data.shapes import COLOURS, SHAPES, Grounding
+from ..models.conditioner import TextInputs
+
+MIN_COVER = 0.25
+
+
+def token_row(caption: str, grounding: Grounding, tokens: Sequence[str]) -> int | None:
+    """Row of ``grounding.word`` in the encoder's token rows of ``caption`` (None when truncated away).
+
+    Colour and shape names are single tokens for every shipped encoder, so the k-th occurrence of the
+    word among the caption's words is its k-th occurrence among the tokens.
+    """
+    words = [w.strip(".,").lower() for w in caption.split(" ")]
+    k = sum(1 for w in words[: grounding.word_index] if w == grounding.word)
+    hits = [i for i, tok in enumerate(tokens) if tok.lower() == grounding.word]
+    return hits[k] if k < len(hits) else None
+
+
+@torch.no_grad()
+def patch_word_cosines(method: torch.nn.Module, images: torch.Tensor, text: TextInputs) -> torch.Tensor:
+    """(B, P, N, S) layer-mean patch-word cosines with every one of the P patches as context."""
+    if not getattr(method.predictor, "conditioned", False):
+        raise ValueError("this method's predictor has no text conditioner; grounding needs a TC-JEPA run")
+    b = images.shape[0]
+    p = method.context_encoder.spec.num_patches
+    ctx = torch.arange(p, device=images.device).expand(b, p)
+    z = method.context_encoder(images)
+    dummy_target = torch.zeros(b, 1, 1, dtype=torch.long, device=images.device)
+    _, outputs = method.predictor(z, ctx, dummy_target, text)
+    return torch.stack([o.cos[:, :p] for o in outputs]).mean(dim=0).float()
+
+
+@dataclass
+class WordQuery:
+    """One grounded word: image ``image``, caption ``caption`` (index into that image's captions)."""
+
+    image: int
+    caption: int
+    row: int
+    word: str
+    slots: tuple[int, ...]
+
+    @property
+    def kind(self) -> str:
+        return "colour" if self.word in COLOURS else "shape" if self.word in SHAPES else "other"
+
+
+def word_queries(
+    captions: list[list[str]], groundings: list[list[tuple[Grounding, ...]]], tokens_of
+) -> list[WordQuery]:
+    """Every colour/shape word of every caption, with its token row; ``tokens_of(sentence)`` lists tokens."""
+    out = []
+    for b, (caps, grounds) in enumerate(zip(captions, groundings)):
+        for j, (cap, gs) in enumerate(zip(caps, grounds)):
+            tokens = tokens_of(cap)
+            for g in gs:
+                row = token_row(cap, g, tokens)
+                if row is not None:
+                    out.append(WordQuery(b, j, row, g.word, tuple(g.slots)))
+    return out
+
+
+def patch_cover(instance: torch.Tensor, patch_size: int, num_slots: int = 4) -> torch.Tensor:
+    """(B, P, num_slots) share of each patch's pixels that belong to each object slot."""
+    onehot = F.one_hot(instance.long(), num_slots + 1)[..., 1:].permute(0, 3, 1, 2).float()  # (B, K, H, W)
+    cover = F.avg_pool2d(onehot, patch_size)  # (B, K, g, g)
+    return cover.flatten(2).transpose(1, 2)
+
+
+@dataclass
+class PointingResult:
+    accuracy: float
+    chance: float
+    count: int
+    by_kind: dict[str, tuple[float, float, int]]  # kind -> (accuracy, chance, count)
+
+    def as_metrics(self, prefix: str = "grounding") -> dict[str, float]:
+        out = {
+            f"{prefix}/pointing": self.accuracy,
+            f"{prefix}/pointing_chance": self.chance,
+            f"{prefix}/words": float(self.count),
+        }
+        for kind, (acc, chance, _count) in self.by_kind.items():
+            out[f"{prefix}/pointing_{kind}"] = acc
+            out[f"{prefix}/pointing_{kind}_chance"] = chance
+        return out
+
+
+def score_words(
+    cos: torch.Tensor, queries: list[WordQuery], cover: torch.Tensor, min_cover: float = MIN_COVER
+) -> list[tuple[str, float, float]]:
+    """Per word (kind, hit, chance); ``cos`` (B, P, N, S) maps, ``cover`` (B, P, slots) from :func:`patch_cover`."""
+    out = []
+    for q in queries:
+        ok = cover[q.image][:, list(q.slots)].amax(dim=1) >= min_cover  # (P,) patches on a named object
+        if not ok.any():
+            continue  # the object is too small to fill min_cover of any patch: no fair answer exists
+        top = int(cos[q.image, :, q.caption, q.row].argmax())
+        out.append((q.kind, float(ok[top]), float(ok.float().mean())))
+    return out
+
+
+def summarise(scores: list[tuple[str, float, float]]) -> PointingResult:
+    if not scores:
+        return PointingResult(float("nan"), float("nan"), 0, {})
+
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs)
+
+    by_kind = {}
+    for kind in sorted({k for k, _, _ in scores}):
+        rows = [(h, c) for k, h, c in scores if k == kind]
+        by_kind[kind] = (mean([h for h, _ in rows]), mean([c for _, c in rows]), len(rows))
+    return PointingResult(mean([h for _, h, _ in scores]), mean([c for _, _, c in scores]), len(scores), by_kind)
+
+
+def pointing_game(
+    cos: torch.Tensor, queries: list[WordQuery], cover: torch.Tensor, min_cover: float = MIN_COVER
+) -> PointingResult:
+    return summarise(score_words(cos, queries, cover, min_cover))
+
+
+@torch.no_grad()
+def evaluate_grounding(
+    method: torch.nn.Module,
+    dataset,
+    cache: CaptionCache,
+    n: int = 256,
+    num_captions: int = 8,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    min_cover: float = MIN_COVER,
+) -> PointingResult:
+    """Pointing game over the first ``n`` scenes of a ``shapes`` split, with each scene's first captions."""
+    was_training = method.training
+    method.eval()
+    patch = method.context_encoder.spec.patch_size
+    scores: list[tuple[str, float, float]] = []
+    try:
+        for start in range(0, min(n, len(dataset)), batch_size):
+            idx = range(start, min(start + batch_size, n, len(dataset)))
+            items = [dataset[i] for i in idx]
+            scenes = [dataset.scene(i) for i in idx]
+            captions = [list(s.captions[:num_captions]) for s in scenes]
+            groundings = [list(s.groundings[:num_captions]) for s in scenes]
+            text = TextInputs.from_batch({k: v.to(device) for k, v in cache.batch(captions, num_captions).items()})
+            images = torch.stack([it["image"] for it in items]).to(device)
+            cos = patch_word_cosines(method, images, text)
+            cover = patch_cover(torch.stack([it["labels"]["instance"] for it in items]).to(device), patch)
+            scores += score_words(cos, word_queries(captions, groundings, cache.encoder.tokens), cover, min_cover)
+    finally:
+        method.train(was_training)
+    return summarise(scores)

@@ -1,0 +1,327 @@
+"""``tcjepa eval``: one frozen-encoder suite for every method, written to ``eval.json`` and ``eval.md``.
+
+Features come from the encoder downstream users get (for JEPA runs the EMA target encoder), average-
+pooled patch features (or the last four blocks' pools with ``last4``), extracted once per split and
+shared by every probe. Evaluation data never depends on the run: scenes are drawn with
+``EVAL_SEED`` whatever seed the run trained with, so all runs of a comparison answer the same questions.
+
+Metric names are flat and stable (``report.json`` and plots key on them):
+``scene/<task>/<set>`` linear probes, ``knn/<task>/k<k>``, ``attentive/<task>/<set>``,
+``dense/<target>/miou``, ``fashion/linear``, ``fashion/knn/k<k>``, ``health/<stat>``,
+``grounding/pointing`` (TC-JEPA runs), each ``<name>`` with a ``chance/<name>`` where chance is defined.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data.fashion import CLASS_NAMES, INSTALL_HINT, FashionMNIST, fashion_available
+from ..data.shapes import COLOURS, SHAPES, ShapesDataset
+from .attentive import attentive_probe
+from .dense import dense_probe
+from .features import Features, extract_features
+from .health import representation_health
+from .knn import knn_probe
+from .linear import linear_probe
+from .scene import SCENE_TASKS, majority_chance, scene_probes
+
+log = logging.getLogger("tcjepa.eval")
+
+EVAL_SEED = 0
+DENSE_TARGETS = {"colour": ("seg_colour", len(COLOURS) + 1), "shape": ("seg_shape", len(SHAPES) + 1)}
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    shapes: dict[str, int]  # images per split: train, val, test, heldout
+    fashion: dict[str, int]  # train, val, test; empty = skip
+    knn_ks: tuple[int, ...] = (10, 20, 100, 200)
+    attentive_tasks: tuple[str, ...] = ()
+    attentive_epochs: int = 20
+    dense: bool = True
+    grounding_images: int = 128
+    tasks: tuple[str, ...] = tuple(SCENE_TASKS)
+
+
+SUITES = {
+    "quick": Suite(
+        "quick",
+        shapes={"train": 2000, "val": 500, "test": 1000, "heldout": 1000},
+        fashion={"train": 2000, "val": 500, "test": 1000},
+    ),
+    "full": Suite(
+        "full",
+        shapes={"train": 10000, "val": 2000, "test": 5000, "heldout": 5000},
+        fashion={"train": 10000, "val": 2000, "test": 10000},
+        attentive_tasks=("shape", "count", "colour_2nd", "relation"),
+        grounding_images=512,
+    ),
+}
+
+
+@dataclass
+class EvalTarget:
+    """What to evaluate: an encoder, plus the whole method and its caption cache when it came from a run."""
+
+    encoder: torch.nn.Module
+    image_size: int
+    name: str
+    method: torch.nn.Module | None = None
+    cache: object | None = None  # CaptionCache for grounding
+    info: dict = field(default_factory=dict)
+
+
+def _features(target: EvalTarget, dataset, last4: bool, patches: bool, device, progress: bool, desc: str):
+    return extract_features(
+        target.encoder,
+        dataset,
+        last4=last4,
+        keep_patches=patches,
+        device=device,
+        progress=progress,
+        desc=f"{target.name} {desc}",
+    )
+
+
+def evaluate(
+    target: EvalTarget, suite: Suite, last4: bool = False, device: str | torch.device = "cpu", progress: bool = True
+) -> dict[str, float]:
+    """Every probe of ``suite`` on ``target``; returns the flat metric dict."""
+    metrics: dict[str, float] = {}
+    need_patches = suite.dense or bool(suite.attentive_tasks)
+    shapes = {
+        s: ShapesDataset(s, image_size=target.image_size, seed=EVAL_SEED, size=n) for s, n in suite.shapes.items()
+    }
+    feats: dict[str, Features] = {
+        s: _features(target, ds, last4, need_patches, device, progress, f"shapes/{s}") for s, ds in shapes.items()
+    }
+    tests = {s: feats[s] for s in ("test", "heldout")}
+    for key, acc in scene_probes(feats["train"], feats["val"], tests, suite.tasks, seed=EVAL_SEED).items():
+        kind, task, split = key.split("/")
+        if split == "val":
+            continue
+        metrics[f"scene/{task}/{split}" if kind == "probe" else f"chance/scene/{task}/{split}"] = acc
+    for name in suite.tasks:
+        task = SCENE_TASKS[name]
+        y_train = task.label(feats["train"].labels)
+        y_test = task.label(feats["test"].labels)
+        res = knn_probe(
+            feats["train"].pooled, y_train, {"test": (feats["test"].pooled, y_test)}, task.num_classes, ks=suite.knn_ks
+        )
+        for k, accs in res.items():
+            metrics[f"knn/{name}/k{k}"] = accs["test"]
+            metrics[f"chance/knn/{name}/k{k}"] = majority_chance(y_train, y_test)
+    for name in suite.attentive_tasks:
+        task = SCENE_TASKS[name]
+        res = attentive_probe(
+            feats["train"].patches,
+            task.label(feats["train"].labels),
+            feats["val"].patches,
+            task.label(feats["val"].labels),
+            {s: (feats[s].patches, task.label(feats[s].labels)) for s in ("test", "heldout")},
+            task.num_classes,
+            epochs=suite.attentive_epochs,
+            seed=EVAL_SEED,
+            device=device,
+        )
+        for split, acc in res.test_acc.items():
+            metrics[f"attentive/{name}/{split}"] = acc
+            metrics[f"chance/attentive/{name}/{split}"] = metrics[f"chance/scene/{name}/{split}"]
+    if suite.dense:
+        grid = int(math.isqrt(feats["train"].patches.shape[1]))
+        for name, (key, classes) in DENSE_TARGETS.items():
+            res = dense_probe(
+                feats["train"].patches,
+                feats["train"].labels[key],
+                feats["val"].patches,
+                feats["val"].labels[key],
+                {"test": (feats["test"].patches, feats["test"].labels[key])},
+                classes,
+                grid,
+                seed=EVAL_SEED,
+            )
+            metrics[f"dense/{name}/miou"] = res.miou["test"]
+            metrics[f"dense/{name}/pixel_acc"] = res.pixel_acc["test"]
+    metrics.update(
+        {f"health/{k}": v for k, v in representation_health(feats["test"].pooled, feats["test"].patches).items()}
+    )
+    metrics.update(_fashion(target, suite, last4, device, progress))
+    if target.method is not None and target.cache is not None and getattr(target.method, "needs_text", False):
+        from .grounding import evaluate_grounding
+
+        res = evaluate_grounding(
+            target.method,
+            ShapesDataset("test", image_size=target.image_size, seed=EVAL_SEED, size=suite.grounding_images),
+            target.cache,
+            n=suite.grounding_images,
+            device=device,
+        )
+        metrics.update(res.as_metrics())
+        metrics["chance/grounding/pointing"] = metrics.pop("grounding/pointing_chance")
+        for kind in res.by_kind:
+            metrics[f"chance/grounding/pointing_{kind}"] = metrics.pop(f"grounding/pointing_{kind}_chance")
+    return metrics
+
+
+def _fashion(target: EvalTarget, suite: Suite, last4: bool, device, progress: bool) -> dict[str, float]:
+    if not suite.fashion:
+        return {}
+    if not fashion_available():
+        log.warning("Fashion-MNIST probe skipped: %s", INSTALL_HINT)
+        return {}
+    feats = {
+        s: _features(
+            target,
+            FashionMNIST(s, image_size=target.image_size, size=n, seed=EVAL_SEED),
+            last4,
+            False,
+            device,
+            progress,
+            f"fashion/{s}",
+        )
+        for s, n in suite.fashion.items()
+    }
+    y = {s: f.labels["class"] for s, f in feats.items()}
+    res = linear_probe(
+        feats["train"].pooled,
+        y["train"],
+        feats["val"].pooled,
+        y["val"],
+        {"test": (feats["test"].pooled, y["test"])},
+        len(CLASS_NAMES),
+        seed=EVAL_SEED,
+    )
+    out = {"fashion/linear": res.test_acc["test"], "chance/fashion/linear": majority_chance(y["train"], y["test"])}
+    for k, accs in knn_probe(
+        feats["train"].pooled,
+        y["train"],
+        {"test": (feats["test"].pooled, y["test"])},
+        len(CLASS_NAMES),
+        ks=suite.knn_ks,
+    ).items():
+        out[f"fashion/knn/k{k}"] = accs["test"]
+        out[f"chance/fashion/knn/k{k}"] = out["chance/fashion/linear"]
+    return out
+
+
+def settings(target: EvalTarget, suite: Suite, last4: bool, seconds: float) -> dict:
+    return {
+        "target": target.name,
+        "suite": asdict(suite),
+        "features": "last4" if last4 else "average-pooled last layer",
+        "eval_seed": EVAL_SEED,
+        "image_size": target.image_size,
+        "seconds": round(seconds, 1),
+        "machine": f"{platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}",
+        **target.info,
+    }
+
+
+def run_eval(
+    target: EvalTarget,
+    suite: str | Suite = "quick",
+    out: str | Path | None = None,
+    last4: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Evaluate and, with ``out``, write ``out/eval.json`` and ``out/eval.md``; returns the JSON object."""
+    if isinstance(suite, str):
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+        suite = SUITES[suite]
+    t0 = time.perf_counter()
+    metrics = evaluate(target, suite, last4, device, progress)
+    result = {"metrics": metrics, "settings": settings(target, suite, last4, time.perf_counter() - t0)}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / "eval.md").write_text(eval_markdown(result))
+    return result
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
+
+
+def eval_markdown(result: dict) -> str:
+    m, s = result["metrics"], result["settings"]
+    chance = lambda k: m.get(f"chance/{k}")
+    lines = [
+        f"# Evaluation of {s['target']}",
+        "",
+        f"Suite `{s['suite']['name']}`, features: {s['features']}, {s['image_size']} px, "
+        f"{s['seconds']} s on {s['machine']}. Accuracies in %; chance = always the most frequent training "
+        "class. `test`: scenes with attribute combinations seen in training; `heldout`: each scene holds a "
+        "(colour, shape) pair never seen in training.",
+        "",
+        "## Scene probes (`shapes`)",
+        "",
+        "| task | chance (test) | linear test | linear heldout | kNN k=20 | attentive test | attentive heldout |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in s["suite"]["tasks"]:
+        lines.append(
+            f"| {name}: {SCENE_TASKS[name].description} | {_pct(chance(f'scene/{name}/test'))} | "
+            f"{_pct(m.get(f'scene/{name}/test'))} | {_pct(m.get(f'scene/{name}/heldout'))} | "
+            f"{_pct(m.get(f'knn/{name}/k20'))} | {_pct(m.get(f'attentive/{name}/test'))} | "
+            f"{_pct(m.get(f'attentive/{name}/heldout'))} |"
+        )
+    if any(k.startswith("dense/") for k in m):
+        lines += [
+            "",
+            "## Dense probe (linear per patch, mIoU over background + classes)",
+            "",
+            "| target | mIoU | pixel accuracy |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| object {t} | {_pct(m.get(f'dense/{t}/miou'))} | {_pct(m.get(f'dense/{t}/pixel_acc'))} |"
+            for t in DENSE_TARGETS
+        ]
+    if "fashion/linear" in m:
+        ks = s["suite"]["knn_ks"]
+        lines += [
+            "",
+            "## Fashion-MNIST (real images, 10 classes)",
+            "",
+            "| chance | linear | " + " | ".join(f"kNN k={k}" for k in ks) + " |",
+            "|---" * (2 + len(ks)) + "|",
+            f"| {_pct(chance('fashion/linear'))} | {_pct(m['fashion/linear'])} | "
+            + " | ".join(_pct(m.get(f"fashion/knn/k{k}")) for k in ks)
+            + " |",
+        ]
+    else:
+        lines += ["", f"Fashion-MNIST: not evaluated ({INSTALL_HINT})"]
+    lines += ["", "## Representation health (test scenes)", "", "| statistic | value |", "|---|---|"]
+    lines += [f"| {k.split('/', 1)[1]} | {v:.4g} |" for k, v in m.items() if k.startswith("health/")]
+    if "grounding/pointing" in m:
+        lines += [
+            "",
+            "## Grounding: pointing game on caption words",
+            "",
+            "Does the patch with the highest patch-word cosine (mean over predictor layers) lie on the object "
+            "the word names?",
+            "",
+            "| words | n | accuracy | chance |",
+            "|---|---|---|---|",
+            f"| all | {int(m['grounding/words'])} | {_pct(m['grounding/pointing'])} | "
+            f"{_pct(chance('grounding/pointing'))} |",
+        ]
+        for kind in ("colour", "shape"):
+            if f"grounding/pointing_{kind}" in m:
+                lines.append(
+                    f"| {kind} words | | {_pct(m[f'grounding/pointing_{kind}'])} | "
+                    f"{_pct(chance(f'grounding/pointing_{kind}'))} |"
+                )
+    return "\n".join(lines) + "\n"
