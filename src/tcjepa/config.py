@@ -114,6 +114,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_every: int = 0  # also keep step_<N>.pt every this many steps; 0 = only latest
     monitor_every: int = 100  # RankMe, text usage and other probes on a fixed batch
+    online_probe: bool = True  # with the monitors: a cheap linear probe and the pointing game (shapes only)
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
 
 

