@@ -68,6 +68,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import run_compare
+    from .sweeps import load_sweep, plan_from_configs
+
+    configs = [c for c in args.configs if "=" not in c]
+    overrides = [c for c in args.configs if "=" in c]
+    if args.sweep and configs:
+        raise ConfigError("compare: give either --sweep NAME or config files, not both")
+    if not args.sweep and not configs:
+        raise ConfigError("compare: give config files (one arm each) or --sweep NAME (methods, masks, captions, ...)")
+    plan = load_sweep(args.sweep) if args.sweep else plan_from_configs(configs)
+    if args.base:
+        plan.base = args.base
+    out = Path(args.out or f"runs/compare-{plan.name}")
+    report = run_compare(plan, args.seeds, out, suite=args.suite, extra=overrides, progress=not args.no_progress)
+    print(f"report: {report}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.suite import run_eval
     from .runs import eval_target
@@ -133,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a much shorter run (a smoke test, not a result)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("compare", help="train arms for K seeds at equal budget, evaluate, write report.md/json + plots")
+    p.add_argument(
+        "configs",
+        nargs="*",
+        metavar="CONFIG_OR_key=value",
+        help="config files (one arm each) and/or key=value overrides applied to every arm",
+    )
+    p.add_argument("--sweep", help="a shipped sweep (methods, masks, captions, sparsity, demo) or a sweep YAML")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--base", help="replace the sweep's base preset (e.g. --base demo for a shorter run)")
+    p.add_argument("--out", help="output folder (default runs/compare-<sweep>)")
+    p.add_argument("--suite", default="quick", choices=["quick", "full"])
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("eval", help="frozen-encoder evaluation of a run or exported encoder -> eval.json, eval.md")
     p.add_argument("target", metavar="RUN_OR_ENCODER", help="a run folder or an exported encoder folder")

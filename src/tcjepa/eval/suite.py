@@ -150,6 +150,7 @@ def evaluate(
                 seed=EVAL_SEED,
             )
             metrics[f"dense/{name}/miou"] = res.miou["test"]
+            metrics[f"chance/dense/{name}/miou"] = background_miou(feats["test"].labels[key], classes)
             metrics[f"dense/{name}/pixel_acc"] = res.pixel_acc["test"]
     metrics.update(
         {f"health/{k}": v for k, v in representation_health(feats["test"].pooled, feats["test"].patches).items()}
@@ -170,6 +171,13 @@ def evaluate(
         for kind in res.by_kind:
             metrics[f"chance/grounding/pointing_{kind}"] = metrics.pop(f"grounding/pointing_{kind}_chance")
     return metrics
+
+
+def background_miou(maps: torch.Tensor, num_classes: int) -> float:
+    """mIoU of answering "background" (class 0) at every pixel: the floor of the dense probe."""
+    from .dense import confusion_matrix, miou_from_confusion
+
+    return miou_from_confusion(confusion_matrix(maps, torch.zeros_like(maps), num_classes))[0]
 
 
 def _fashion(target: EvalTarget, suite: Suite, last4: bool, device, progress: bool) -> dict[str, float]:

@@ -35,8 +35,15 @@ class _Frozen(torch.utils.data.Dataset):
 
 
 class OnlineProbe:
-    def __init__(self, image_size: int, train: int = 512, val: int = 256, grounding: int = 32, cache=None,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        image_size: int,
+        train: int = 512,
+        val: int = 256,
+        grounding: int = 32,
+        cache=None,
+        device: torch.device | str = "cpu",
+    ):
         self.train = _Frozen(ShapesDataset("val", image_size=image_size, seed=EVAL_SEED, size=train))
         # A disjoint slice for validation: the test split never shares a scene with val.
         self.val = _Frozen(ShapesDataset("test", image_size=image_size, seed=EVAL_SEED, size=val))
@@ -52,8 +59,17 @@ class OnlineProbe:
         for name in ONLINE_TASKS:
             task = SCENE_TASKS[name]
             with torch.enable_grad():
-                res = linear_probe(train.pooled, task.label(train.labels), val.pooled, task.label(val.labels),
-                                   {}, task.num_classes, lrs=(1e-2,), wds=(1e-4,), epochs=15)
+                res = linear_probe(
+                    train.pooled,
+                    task.label(train.labels),
+                    val.pooled,
+                    task.label(val.labels),
+                    {},
+                    task.num_classes,
+                    lrs=(1e-2,),
+                    wds=(1e-4,),
+                    epochs=15,
+                )
             out[f"online/{name}"] = res.val_acc
         if self.cache is not None and getattr(method, "needs_text", False):
             res = evaluate_grounding(method, self.grounding, self.cache, n=len(self.grounding), device=self.device)

@@ -1,0 +1,98 @@
+"""``tcjepa compare``: train every arm of a plan for K seeds at equal budget, evaluate each, write a report.
+
+Layout under ``--out``: ``<arm>/seed<k>/`` is an ordinary run folder (config.yaml, metrics.jsonl,
+checkpoints/, eval.json, eval.md); ``random-init/seed<k>/eval.json`` is the untrained floor;
+``report.md``, ``report.json`` and the figures sit at the top. Seeds are the outer loop, so an
+interrupted comparison already holds complete seeds; re-running the same command reuses finished runs
+and evaluations, resumes interrupted runs, and never retrains what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .config import Config, load_config
+from .eval.suite import SUITES, Suite, run_eval
+from .runs import checkpoint_step, eval_target, untrained_target
+from .sweeps import Plan
+from .train.loop import pretrain
+
+log = logging.getLogger("tcjepa.compare")
+FLOOR = "random-init"
+
+
+def train_or_reuse(cfg: Config, progress: bool) -> Path:
+    """Train, resume an interrupted run, or reuse a finished one in ``cfg.run.dir``."""
+    run_dir = Path(cfg.run.dir)
+    step = checkpoint_step(run_dir)
+    if step is not None and step >= cfg.train.steps:
+        log.info("%s: reusing the finished run in %s (step %d)", cfg.method, run_dir, step)
+        return run_dir
+    if step is not None:
+        log.info("%s: resuming the interrupted run in %s at step %d", cfg.method, run_dir, step)
+    return pretrain(cfg, resume=step is not None, progress=progress)
+
+
+def _eval_is_current(folder: Path, suite: str, step: int | None) -> bool:
+    path = folder / "eval.json"
+    if not path.is_file():
+        return False
+    try:
+        saved = json.loads(path.read_text())["settings"]
+    except (json.JSONDecodeError, KeyError):
+        return False
+    return saved["suite"]["name"] == suite and saved.get("step") == step
+
+
+def arm_config(plan: Plan, arm, seed: int, out: Path, extra: list[str]) -> Config:
+    overrides = [*plan.overrides, *arm.overrides, *extra, f"seed={seed}", f"run.dir={out / arm.slug / f'seed{seed}'}"]
+    return load_config(arm.config or plan.base, overrides)
+
+
+def run_compare(
+    plan: Plan,
+    seeds: int,
+    out: str | Path,
+    suite: str = "quick",
+    extra: list[str] | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> Path:
+    """Train and evaluate every (seed, arm); returns the path of report.md."""
+    from .report import write_report
+
+    if isinstance(suite, str):
+        if suite not in SUITES:
+            raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+        suite = SUITES[suite]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = list(extra or [])
+    # Validate every arm's config before training anything: a typo must not surface an hour in.
+    cfgs = {(s, a.slug): arm_config(plan, a, s, out, extra) for s in range(seeds) for a in plan.arms}
+    timings: dict[str, list[float]] = {}
+    total = seeds * (len(plan.arms) + plan.floor)
+    done = 0
+    for seed in range(seeds):
+        for arm in plan.arms:
+            cfg = cfgs[(seed, arm.slug)]
+            done += 1
+            print(f"[{done}/{total}] {arm.label}, seed {seed}: {cfg.train.steps} steps -> {cfg.run.dir}", flush=True)
+            t0 = time.perf_counter()
+            run_dir = train_or_reuse(cfg, progress)
+            if not _eval_is_current(run_dir, suite.name, checkpoint_step(run_dir)):
+                run_eval(eval_target(run_dir), suite, out=run_dir, progress=progress)
+            timings.setdefault(arm.label, []).append(time.perf_counter() - t0)
+        if plan.floor:
+            done += 1
+            folder = out / FLOOR / f"seed{seed}"
+            print(f"[{done}/{total}] {FLOOR}, seed {seed}", flush=True)
+            if not _eval_is_current(folder, suite.name, None):
+                base = cfgs[(seed, plan.arms[0].slug)]
+                run_eval(untrained_target(base, seed), suite, out=folder, progress=progress)
+    command = command or " ".join(["tcjepa", *sys.argv[1:]])
+    return write_report(plan, seeds, out, cfgs, suite.name, command, timings)

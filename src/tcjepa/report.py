@@ -1,0 +1,279 @@
+"""The comparison report: per arm and metric the mean, std and per-seed values; paired differences; figures.
+
+Numbers come only from the runs' own ``eval.json`` and ``metrics.jsonl`` files. Differences between two
+arms are paired by seed (same data stream, same initial weights where the models agree), which is
+what makes three seeds informative: the report gives the mean difference, its std over seeds and on
+how many seeds the arm came out ahead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .eval.scene import SCENE_TASKS
+from .plots import colours_for, plot_bars, plot_curves, plot_sweep, read_metrics, series
+from .sweeps import Plan
+
+FLOOR = "random-init"
+KEY_METRICS = [
+    "scene/shape/test",
+    "scene/count/test",
+    "scene/colour/test",
+    "scene/relation/test",
+    "scene/shape_2nd/test",
+    "scene/shape/heldout",
+    "knn/shape/k20",
+    "dense/shape/miou",
+    "dense/colour/miou",
+    "fashion/linear",
+    "fashion/knn/k20",
+    "grounding/pointing",
+    "health/rankme",
+    "train/text_usage",
+    "train/pos_frac",
+]
+CURVE_PANELS = [
+    ("online/shape", "online linear probe: shape (held-out scenes)"),
+    ("online/count", "online linear probe: count"),
+    ("online/pointing", "pointing game on caption words"),
+    ("rankme", "RankMe of target features (fixed batch)"),
+    ("text_usage", "text usage: loss with shuffled / true captions"),
+    ("pos_frac_l*", "positive patch-word cosines (mean over layers)"),
+    ("attn_entropy_l*", "attention entropy over words (nats)"),
+    ("loss_pred", "prediction loss (own target space per method)"),
+]
+DESCRIPTIONS = {
+    **{f"scene/{k}/test": f"linear: {t.description}" for k, t in SCENE_TASKS.items()},
+    **{f"scene/{k}/heldout": f"linear, held-out combos: {t.description}" for k, t in SCENE_TASKS.items()},
+    "knn/shape/k20": "kNN (k=20): shape of the largest object",
+    "dense/shape/miou": "dense linear probe, object shape (mIoU)",
+    "dense/colour/miou": "dense linear probe, object colour (mIoU)",
+    "fashion/linear": "Fashion-MNIST linear probe",
+    "fashion/knn/k20": "Fashion-MNIST kNN (k=20)",
+    "grounding/pointing": "pointing game on colour/shape words",
+    "health/rankme": "RankMe of pooled test features (not a %)",
+    "train/text_usage": "text usage at the end (shuffled / true caption loss; 1 = ignored)",
+    "train/pos_frac": "positive patch-word cosines at the end (0 = dead zone)",
+}
+RAW = ("health/", "train/")  # metrics printed as numbers, not percentages
+
+
+def training_stats(run_dir: Path) -> dict[str, float]:
+    """The last logged value of the training monitors that matter for comparisons."""
+    rows = read_metrics(run_dir)
+    out = {}
+    for key, name in (
+        ("text_usage", "text_usage"),
+        ("pos_frac_l*", "pos_frac"),
+        ("rankme", "rankme"),
+        ("attn_entropy_l*", "attn_entropy"),
+        ("pred_vs_mean", "pred_vs_mean"),
+    ):
+        s = series(rows, key)
+        if s:
+            out[f"train/{name}"] = s[max(s)]
+    return out
+
+
+def collect(plan: Plan, seeds: int, out: Path) -> dict[str, list[dict[str, float]]]:
+    """arm label -> one metric dict per seed (eval metrics + end-of-training monitors)."""
+    runs: dict[str, list[dict[str, float]]] = {}
+    labels = [(a.label, out / a.slug) for a in plan.arms] + ([(FLOOR, out / FLOOR)] if plan.floor else [])
+    for label, folder in labels:
+        for seed in range(seeds):
+            d = folder / f"seed{seed}"
+            path = d / "eval.json"
+            if not path.is_file():
+                continue
+            metrics = json.loads(path.read_text())["metrics"]
+            runs.setdefault(label, []).append({**metrics, **training_stats(d)})
+    return runs
+
+
+def summarise(values: list[float]) -> dict:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return {
+        "mean": statistics.fmean(vals) if vals else math.nan,
+        "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "values": values,
+    }
+
+
+def aggregate(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict]]:
+    out = {}
+    for label, per_seed in runs.items():
+        keys = sorted(set().union(*per_seed))
+        out[label] = {k: summarise([r.get(k, math.nan) for r in per_seed]) for k in keys}
+    return out
+
+
+def paired(a: list[dict], b: list[dict], key: str) -> dict | None:
+    """b - a per seed: mean, std and how many seeds b is ahead."""
+    diffs = [y[key] - x[key] for x, y in zip(a, b) if key in x and key in y and math.isfinite(x[key] - y[key])]
+    if not diffs:
+        return None
+    return {
+        "mean": statistics.fmean(diffs),
+        "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+        "ahead": sum(d > 0 for d in diffs),
+        "n": len(diffs),
+    }
+
+
+def _fmt(key: str, mean: float, std: float | None = None) -> str:
+    if not math.isfinite(mean):
+        return "—"
+    scale, digits = (1, 3) if key.startswith(RAW) else (100, 1)
+    text = f"{scale * mean:.{digits}f}"
+    return text if std is None else f"{text} ± {scale * std:.{digits}f}"
+
+
+def _setup_lines(cfg: Config) -> list[str]:
+    e, p, t = cfg.model.encoder, cfg.model.predictor, cfg.text
+    return [
+        f"- Data: `{cfg.data.name}` at {cfg.data.image_size} px, patch {e.patch_size} "
+        f"({(cfg.data.image_size // e.patch_size) ** 2} patches); masks: context {list(cfg.mask.context_scale)}, "
+        f"{cfg.mask.num_targets} targets {list(cfg.mask.target_scale)}.",
+        f"- Encoder: ViT `{e.size}` (width {e.embed_dim or 'preset'}, depth {e.depth or 'preset'}); predictor "
+        f"{p.depth} x {p.dim}.",
+        f"- Budget: {cfg.train.steps} steps x batch {cfg.train.batch_size}, lr {cfg.optim.lr}, {cfg.train.precision}.",
+        f"- Text (TC-JEPA arms): `{t.encoder}` word states, N = {t.num_captions} captions per image, sparsity "
+        f"form `{cfg.loss.sparse_form}` (lambda {cfg.loss.sparse_weight}, beta {cfg.loss.consistency_weight}).",
+    ]
+
+
+def write_report(
+    plan: Plan, seeds: int, out: Path, cfgs: dict, suite: str, command: str, timings: dict[str, list[float]]
+) -> Path:
+    runs = collect(plan, seeds, out)
+    agg = aggregate(runs)
+    labels = list(runs)
+    colours = colours_for(labels)
+    arms = [a.label for a in plan.arms if a.label in runs]
+    keys = [k for k in (plan.key_metrics or KEY_METRICS) if any(k in agg[lab] for lab in labels)]
+    ref = arms[0] if arms else None
+    pairs = {lab: {k: paired(runs[ref], runs[lab], k) for k in keys} for lab in arms[1:]} if ref else {}
+    chance = {
+        k: next((agg[lab][f"chance/{k}"]["mean"] for lab in labels if f"chance/{k}" in agg[lab]), None) for k in keys
+    }
+    figures = _figures(plan, out, agg, arms, keys, chance, colours, seeds)
+    report = {
+        "plan": plan.name,
+        "description": plan.description,
+        "command": command,
+        "suite": suite,
+        "seeds": seeds,
+        "arms": labels,
+        "reference": ref,
+        "metrics": agg,
+        "paired_vs_reference": pairs,
+        "machine": f"{platform.machine()} CPU x{os.cpu_count()}, torch {torch.__version__}",
+        "wall_seconds_this_invocation": {k: sum(v) for k, v in timings.items()},
+        "configs": {a.label: cfgs[(0, a.slug)].to_dict() for a in plan.arms},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    cfg0 = cfgs[(0, plan.arms[0].slug)]
+    lines = [
+        f"# Comparison: {plan.name}",
+        "",
+        plan.description,
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {report['machine']}. Seeds: {seeds}. Evaluation suite: `{suite}`.",
+        "",
+        "## Setup",
+        "",
+        *_setup_lines(cfg0),
+        "",
+        "All arms of a seed see the same data stream and start from the same weights where the models agree. "
+        "Accuracies in % (mean ± std over seeds); chance = the most frequent training class.",
+        "",
+        "## Results",
+        "",
+        "| metric | chance | " + " | ".join(labels) + " |",
+        "|---" * (len(labels) + 2) + "|",
+    ]
+    for k in keys:
+        cells = [
+            _fmt(k, agg[lab][k]["mean"], agg[lab][k]["std"] if seeds > 1 else None) if k in agg[lab] else "—"
+            for lab in labels
+        ]
+        c = chance.get(k)
+        lines.append(
+            f"| {DESCRIPTIONS.get(k, k)} | {_fmt(k, c) if c is not None else ''} | " + " | ".join(cells) + " |"
+        )
+    if pairs:
+        lines += [
+            "",
+            f"## Paired differences against {ref} (same seed)",
+            "",
+            "Mean difference ± std over seeds, and on how many seeds the arm is ahead.",
+            "",
+            "| metric | " + " | ".join(pairs) + " |",
+            "|---" * (len(pairs) + 1) + "|",
+        ]
+        for k in keys:
+            cells = []
+            for lab in pairs:
+                d = pairs[lab][k]
+                if d is None:
+                    cells.append("—")
+                else:
+                    std = d["std"] if d["n"] > 1 else None
+                    cells.append(f"{_fmt(k, d['mean'], std)} ({d['ahead']}/{d['n']})")
+            lines.append(f"| {DESCRIPTIONS.get(k, k)} | " + " | ".join(cells) + " |")
+    lines += ["", "## Figures", ""] + [f"![{name}]({name}.png)" for name in figures]
+    lines += ["", "Per-run folders hold `eval.md` (every probe), `metrics.jsonl` and the checkpoints."]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _figures(
+    plan: Plan, out: Path, agg: dict, arms: list[str], keys: list[str], chance: dict, colours: dict, seeds: int
+) -> list[str]:
+    names = []
+    pct = [k for k in keys if not k.startswith(RAW)]
+    bars = {
+        k.replace("/test", "").replace("scene/", ""): {
+            lab: (agg[lab][k]["mean"], agg[lab][k]["std"]) for lab in agg if k in agg[lab]
+        }
+        for k in pct
+    }
+    short_chance = {k.replace("/test", "").replace("scene/", ""): v for k, v in chance.items()}
+    plot_bars(
+        bars,
+        out / "probes.png",
+        f"frozen-encoder probes, mean ± std over {seeds} seed(s)",
+        short_chance,
+        colours=colours,
+    )
+    names.append("probes")
+    runs = {a.label: [out / a.slug / f"seed{s}" for s in range(seeds)] for a in plan.arms if a.label in arms}
+    if plot_curves(runs, out / "curves.png", CURVE_PANELS, colours):
+        names.append("curves")
+    if plan.settings:
+        methods = list(dict.fromkeys(a.method_label for a in plan.arms))
+        values = {
+            k: {
+                m: {
+                    a.setting: (agg[a.label][k]["mean"], agg[a.label][k]["std"])
+                    for a in plan.arms
+                    if a.method_label == m and a.label in agg and k in agg[a.label]
+                }
+                for m in methods
+            }
+            for k in keys[:6]
+        }
+        plot_sweep(values, plan.settings, out / "sweep.png", colours_for(methods))
+        names.append("sweep")
+    return names
