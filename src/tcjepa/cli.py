@@ -87,6 +87,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_viz(args: argparse.Namespace) -> int:
+    from .runs import load_run_config
+    from .viz import masks_and_errors, word_maps
+
+    out = Path(args.out or Path(args.run) / "viz")
+    written = [masks_and_errors([args.run, *args.compare], args.images, out)]
+    if load_run_config(args.run).method == "tcjepa":
+        written += word_maps(args.run, args.images, out, captions_per_image=args.captions)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.suite import run_eval
     from .runs import eval_target
@@ -167,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="quick", choices=["quick", "full"])
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("viz", help="patch-word maps, masks and prediction-error maps as PNG")
+    p.add_argument("run", help="a run folder (word maps need a TC-JEPA run)")
+    p.add_argument("--compare", nargs="*", default=[], metavar="RUN", help="other runs for the error maps")
+    p.add_argument("--images", nargs="+", type=int, default=[0, 1, 2, 3], help="test-scene indices")
+    p.add_argument("--captions", type=int, default=3, help="captions per image in the word maps")
+    p.add_argument("--out", help="output folder (default RUN/viz)")
+    p.set_defaults(func=cmd_viz)
 
     p = sub.add_parser("eval", help="frozen-encoder evaluation of a run or exported encoder -> eval.json, eval.md")
     p.add_argument("target", metavar="RUN_OR_ENCODER", help="a run folder or an exported encoder folder")

@@ -57,7 +57,7 @@ def run_compare(
     plan: Plan,
     seeds: int,
     out: str | Path,
-    suite: str = "quick",
+    suite: str | Suite = "quick",
     extra: list[str] | None = None,
     progress: bool = True,
     command: str | None = None,

@@ -1,0 +1,160 @@
+"""``tcjepa viz``: look inside a run. Patch-word maps per caption word (the paper's Fig. 5), the masks the
+predictor sees, and per-patch prediction error on the target blocks, TC-JEPA beside I-JEPA.
+
+Scenes come from the ``test`` split with the evaluation seed, so figures of different runs show the
+same images. Maps are the conditioner's rectified patch-word cosines averaged over predictor layers,
+read with the whole image as context (see :mod:`tcjepa.eval.grounding`).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .data.pipeline import STREAM_MASKS, build_caption_cache, mask_sampler_for, step_generator
+from .data.shapes import ShapesDataset
+from .eval.grounding import patch_word_cosines
+from .eval.suite import EVAL_SEED
+from .models.conditioner import TextInputs
+from .models.predictor import gather_targets
+from .runs import load_run_method
+from .train.monitors import shuffled_text
+
+
+def _image(ax, img: torch.Tensor, title: str = "") -> None:
+    ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def _overlay(ax, img: torch.Tensor, heat: torch.Tensor, title: str, vmax: float) -> None:
+    """``heat`` (g, g) upsampled to the image and drawn over a dimmed copy of it."""
+    size = img.shape[-1]
+    up = F.interpolate(heat[None, None].float(), size=(size, size), mode="nearest")[0, 0]
+    ax.imshow(img.permute(1, 2, 0).numpy() * 0.45, interpolation="nearest")
+    ax.imshow(up.numpy(), cmap="inferno", alpha=0.75, vmin=0.0, vmax=max(vmax, 1e-6), interpolation="nearest")
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+@torch.no_grad()
+def word_maps(run: str | Path, images: list[int], out: Path, captions_per_image: int = 3) -> list[Path]:
+    """One PNG per image: a row per caption, a panel per word with its rectified patch-word map."""
+    cfg, method = load_run_method(run)
+    if not getattr(method, "needs_text", False):
+        raise ValueError(f"{run} is a {cfg.method} run: patch-word maps need a TC-JEPA run")
+    cache = build_caption_cache(cfg)
+    ds = ShapesDataset("test", image_size=cfg.data.image_size, seed=EVAL_SEED, size=max(images) + 1)
+    grid = cfg.data.image_size // cfg.model.encoder.patch_size
+    paths = []
+    for i in images:
+        item, scene = ds[i], ds.scene(i)
+        # Object and relation sentences name things that have a place; prefer them.
+        order = sorted(range(len(scene.captions)), key=lambda j: scene.caption_kinds[j] not in ("object", "relation"))
+        caps = [scene.captions[j] for j in order[:captions_per_image]]
+        text = TextInputs.from_batch(cache.batch([caps], len(caps)))
+        cos = patch_word_cosines(method, item["image"][None], text)[0].clamp_min(0)  # (P, N, S)
+        tokens = [cache.encoder.tokens(c) for c in caps]
+        cols = 1 + max(len(t) for t in tokens)
+        fig = Figure(figsize=(1.35 * cols, 1.55 * len(caps)))
+        FigureCanvasAgg(fig)
+        vmax = float(cos.max())
+        for r, (cap, toks) in enumerate(zip(caps, tokens)):
+            _image(fig.add_subplot(len(caps), cols, r * cols + 1), item["image"], textwrap.fill(cap, 24))
+            for w, tok in enumerate(toks):
+                ax = fig.add_subplot(len(caps), cols, r * cols + 2 + w)
+                _overlay(ax, item["image"], cos[:, r, w].view(grid, grid), tok, vmax)
+        fig.suptitle(
+            f"{Path(run).name}: rectified patch-word cosine, mean over predictor layers "
+            f"(test scene {i}; colour scale shared, max {vmax:.2f})",
+            fontsize=8,
+        )
+        paths.append(_save(fig, out / f"word_maps_{i}.png"))
+    return paths
+
+
+@torch.no_grad()
+def _prediction_errors(method, cfg, batch: dict, text: TextInputs | None) -> torch.Tensor:
+    """(B, P) per-patch error |pred - target|^2 / D on target patches (NaN elsewhere)."""
+    h = method.targets(batch["images"])
+    target = gather_targets(h, batch["mask_targets"])
+    pred, _ = method.predict(batch, text)
+    err = (pred.float() - target).pow(2).mean(-1)  # (B, M, Kt)
+    out = torch.full(h.shape[:2], float("nan"))
+    for b in range(h.shape[0]):
+        for m in range(err.shape[1]):
+            idx = batch["mask_targets"][b, m]
+            prev = out[b, idx]
+            out[b, idx] = torch.where(prev.isnan(), err[b, m], torch.minimum(prev, err[b, m]))
+    return out
+
+
+@torch.no_grad()
+def masks_and_errors(runs: list[str | Path], images: list[int], out: Path) -> Path:
+    """Masks of the first run's sampler and each run's per-patch prediction error on the same targets."""
+    loaded = [load_run_method(r) for r in runs]
+    cfg0 = loaded[0][0]
+    ds = ShapesDataset("test", image_size=cfg0.data.image_size, seed=EVAL_SEED, size=max(images) + 1)
+    items = [ds[i] for i in images]
+    mask_batch = mask_sampler_for(cfg0)(len(items), step_generator(EVAL_SEED, 0, STREAM_MASKS))
+    batch = {
+        "images": torch.stack([it["image"] for it in items]),
+        "mask_context": mask_batch.context,
+        "mask_targets": mask_batch.targets,
+    }
+    grid = cfg0.data.image_size // cfg0.model.encoder.patch_size
+    columns: list[tuple[str, torch.Tensor]] = []
+    for run, (cfg, method) in zip(runs, loaded):
+        if cfg.data.image_size != cfg0.data.image_size or cfg.model.encoder.patch_size != cfg0.model.encoder.patch_size:
+            raise ValueError(f"{run}: image or patch size differs from {runs[0]}; errors need the same patch grid")
+        text = None
+        if getattr(method, "needs_text", False):
+            cache = build_caption_cache(cfg)
+            caps = [list(ds.scene(i).captions[: cfg.text.num_captions]) for i in images]
+            text = TextInputs.from_batch(cache.batch(caps, cfg.text.num_captions))
+        columns.append((f"{Path(run).name} ({cfg.method})", _prediction_errors(method, cfg, batch, text)))
+        if text is not None and len(images) > 1:
+            shuffled = TextInputs.from_batch(
+                shuffled_text({"text": text.text, "text_mask": text.text_mask, "caption_mask": text.caption_mask})
+            )
+            columns.append((f"{Path(run).name}, shuffled captions", _prediction_errors(method, cfg, batch, shuffled)))
+    vmax = float(np.nanpercentile(torch.stack([c for _, c in columns]).numpy(), 98))
+    fig = Figure(figsize=(1.9 * (2 + len(columns)), 1.9 * len(images)))
+    FigureCanvasAgg(fig)
+    ncols = 2 + len(columns)
+    for r, item in enumerate(items):
+        _image(fig.add_subplot(len(items), ncols, r * ncols + 1), item["image"], f"test scene {images[r]}")
+        ctx = torch.zeros(grid * grid)
+        ctx[batch["mask_context"][r]] = 1.0
+        for m in range(batch["mask_targets"].shape[1]):
+            ctx[batch["mask_targets"][r, m]] = 0.35 + 0.15 * m
+        _overlay(
+            fig.add_subplot(len(items), ncols, r * ncols + 2),
+            item["image"],
+            ctx.view(grid, grid),
+            "context (bright) / targets",
+            1.0,
+        )
+        for c, (title, err) in enumerate(columns):
+            _overlay(
+                fig.add_subplot(len(items), ncols, r * ncols + 3 + c),
+                item["image"],
+                torch.nan_to_num(err[r], nan=0.0).view(grid, grid),
+                title,
+                vmax,
+            )
+    fig.suptitle("per-patch prediction error on target blocks (shared colour scale; darker = better)", fontsize=8)
+    return _save(fig, out / "masks_and_errors.png")

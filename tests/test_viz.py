@@ -1,0 +1,34 @@
+"""``tcjepa viz`` writes its figures for a TC-JEPA run beside an I-JEPA run, and refuses what it cannot draw."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from tcjepa.cli import main
+from tcjepa.train.loop import pretrain
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_viz_figures(trained_run, tiny_cfg, tmp_path) -> None:
+    _, tc_run = trained_run
+    ij_run = pretrain(tiny_cfg("method=ijepa", "train.steps=2", f"run.dir={tmp_path / 'ij'}"), progress=False)
+    out = tmp_path / "viz"
+    assert main(["viz", str(tc_run), "--compare", str(ij_run), "--images", "0", "3", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["masks_and_errors.png", "word_maps_0.png", "word_maps_3.png"]
+    for p in out.iterdir():
+        with Image.open(p) as im:
+            assert im.width > 300 and im.height > 150
+    # An I-JEPA run alone gets the masks and errors, no word maps.
+    assert main(["viz", str(ij_run), "--images", "1", "--out", str(tmp_path / "v2")]) == 0
+    assert [p.name for p in (tmp_path / "v2").iterdir()] == ["masks_and_errors.png"]
+
+
+def test_word_maps_need_a_conditioner(tiny_cfg, tmp_path) -> None:
+    from tcjepa.viz import word_maps
+
+    ij_run = pretrain(tiny_cfg("method=ijepa", "train.steps=1", f"run.dir={tmp_path / 'ij'}"), progress=False)
+    with pytest.raises(ValueError, match="need a TC-JEPA run"):
+        word_maps(ij_run, [0], tmp_path)
