@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from tcjepa import load_encoder
 from tcjepa.embed import embed_images, load_image
-from tcjepa.export import export_run, load_encoder
+from tcjepa.export import export_run
 from tcjepa.runs import load_run_encoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
