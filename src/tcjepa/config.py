@@ -88,6 +88,7 @@ class LossConfig:
     sparse_margin: float = 0.1  # tau for the margin form
     sparse_topk: int = 2  # k for the topk form
     sparse_warmup_steps: int = 0  # linear ramp of lambda and beta from 0
+    centred: bool = False  # patch-word cosines on caption-centred keys (see methods/sparsity.py)
 
 
 @dataclass

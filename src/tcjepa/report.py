@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 
 import torch
+import yaml
 
 from .config import Config
 from .eval.scene import SCENE_TASKS
@@ -238,6 +239,11 @@ def write_report(
     return path
 
 
+def cfgs_method(run_dir: Path) -> str | None:
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()).get("method") if path.is_file() else None
+
+
 def _figures(
     plan: Plan, out: Path, agg: dict, arms: list[str], keys: list[str], chance: dict, colours: dict, seeds: int
 ) -> list[str]:
@@ -261,6 +267,12 @@ def _figures(
     runs = {a.label: [out / a.slug / f"seed{s}" for s in range(seeds)] for a in plan.arms if a.label in arms}
     if plot_curves(runs, out / "curves.png", CURVE_PANELS, colours):
         names.append("curves")
+    tc_arms = {a.label: out / a.slug / "seed0" for a in plan.arms if cfgs_method(out / a.slug / "seed0") == "tcjepa"}
+    if tc_arms:
+        from .viz import word_map_grid
+
+        if word_map_grid(tc_arms, out / "word_maps.png"):
+            names.append("word_maps")
     if plan.settings:
         methods = list(dict.fromkeys(a.method_label for a in plan.arms))
         values = {

@@ -158,3 +158,51 @@ def masks_and_errors(runs: list[str | Path], images: list[int], out: Path) -> Pa
             )
     fig.suptitle("per-patch prediction error on target blocks (shared colour scale; darker = better)", fontsize=8)
     return _save(fig, out / "masks_and_errors.png")
+
+
+@torch.no_grad()
+def word_map_grid(runs: dict[str, str | Path], out: Path, images: tuple[int, ...] = (1, 2)) -> Path | None:
+    """Rows = TC-JEPA runs (e.g. the arms of a sparsity sweep), columns = the words of one relation or object
+    caption per image: the same scenes and sentences for every run, on one colour scale per figure. Runs
+    on another image or patch size than the first are left out (their maps would not line up)."""
+    loaded = {label: load_run_method(r) for label, r in runs.items()}
+    loaded = {k: v for k, v in loaded.items() if getattr(v[1], "needs_text", False)}
+    if not loaded:
+        return None
+    cfg0 = next(iter(loaded.values()))[0]
+    same = (cfg0.data.image_size, cfg0.model.encoder.patch_size)
+    loaded = {k: v for k, v in loaded.items() if (v[0].data.image_size, v[0].model.encoder.patch_size) == same}
+    ds = ShapesDataset("test", image_size=cfg0.data.image_size, seed=EVAL_SEED, size=max(images) + 1)
+    picks = []
+    for i in images:
+        scene = ds.scene(i)
+        j = min(
+            range(len(scene.captions)),
+            key=lambda j: (scene.caption_kinds[j] != "relation", scene.caption_kinds[j] != "object"),
+        )
+        picks.append((i, ds[i]["image"], scene.captions[j]))
+    maps = {}
+    for label, (cfg, method) in loaded.items():
+        cache = build_caption_cache(cfg)
+        grid = cfg.data.image_size // cfg.model.encoder.patch_size
+        for i, image, cap in picks:
+            text = TextInputs.from_batch(cache.batch([[cap]], 1))
+            cos = patch_word_cosines(method, image[None], text)[0, :, 0].clamp_min(0)  # (P, S)
+            maps[(label, i)] = (cos.view(grid, grid, -1), cache.encoder.tokens(cap))
+    cols = sum(1 + len(maps[(next(iter(loaded)), i)][1]) for i, _, _ in picks)
+    vmax = max(float(m.max()) for m, _ in maps.values())
+    fig = Figure(figsize=(1.1 * cols, 1.3 * len(loaded) + 0.4))
+    FigureCanvasAgg(fig)
+    for r, label in enumerate(loaded):
+        c = 0
+        for i, image, cap in picks:
+            cos, tokens = maps[(label, i)]
+            c += 1
+            ax = fig.add_subplot(len(loaded), cols, r * cols + c)
+            _image(ax, image, textwrap.fill(cap, 22) if r == 0 else "")
+            ax.text(-0.1, 0.5, label, transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=7)
+            for w, tok in enumerate(tokens):
+                c += 1
+                _overlay(fig.add_subplot(len(loaded), cols, r * cols + c), image, cos[..., w], tok, vmax)
+    fig.suptitle(f"rectified patch-word cosine, mean over predictor layers (shared scale, max {vmax:.2f})", fontsize=8)
+    return _save(fig, out)

@@ -144,3 +144,24 @@ def test_gather_targets() -> None:
         for m in range(2):
             for j in range(2):
                 assert torch.equal(out[b, m, j], h[b, idx[b, m, j]])
+
+
+def test_centred_links_change_the_cosines_not_the_attention() -> None:
+    torch.manual_seed(0)
+    plain = TextCrossAttention(dim=16, text_dim=12, num_heads=4)
+    centred = TextCrossAttention(dim=16, text_dim=12, num_heads=4, centred_links=True)
+    centred.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 16)
+    text = _text(2, 2, 4, 12, [[4, 2], [3, 0]])
+    d_plain, out_plain = plain(x, text)
+    d_centred, out_centred = centred(x, text)
+    torch.testing.assert_close(d_centred, d_plain)  # the prediction path ignores the centring
+    torch.testing.assert_close(out_centred.attn, out_plain.attn)
+    q, k = plain.q(plain.norm(x)), plain.k(text.text)
+    for b, n in [(0, 0), (0, 1), (1, 0)]:
+        real = text.text_mask[b, n]
+        kc = k[b, n, real] - k[b, n, real].mean(0)  # the mean over real words only: padding never enters
+        expected = F.cosine_similarity(q[b][:, None], kc[None], dim=-1)  # (T, real words)
+        torch.testing.assert_close(out_centred.cos[b, :, n, real], expected, rtol=1e-5, atol=1e-6)
+        # Centred dots sum to zero over a caption's words, so not every link can be negative.
+        assert bool((out_centred.cos[b, :, n, real] > 0).any(dim=-1).all())

@@ -52,6 +52,7 @@ class IJEPA(nn.Module):
             spec.mlp_ratio,
             text_dim=text_dim,
             cond_heads=p.cond_heads,
+            centred_links=cfg.loss.centred,
         )
         self.collect_stats = False  # set by the loop on logging steps: extra, cheap diagnostics
 

@@ -16,6 +16,17 @@ Forms (``loss.sparse_form``):
 - ``none``: no regulariser.
 The consistency term is the L1 distance of each layer's map to the layer mean, on the map the form
 penalises (relu(cos), relu(cos - tau), or head-averaged attention for ``entropy``).
+
+Why the literal form dies, and ``loss.centred``: softmax attention over a caption's words is
+invariant to adding one constant to all of a token's logits, so the prediction loss is (nearly)
+indifferent to the query's component along the caption's mean key direction, while the L1 term pays
+for every positive cosine. Turning the query away from the mean key makes every cosine negative at no
+cost to the prediction: the regulariser's minimum is free to reach and it then gives no gradient.
+With ``loss.centred=true`` the similarity is taken against the caption's keys minus their mean over
+its real words. Attention is unchanged (a per-token shift of the logits), but the centred dots of a
+token sum to zero over the words, so they cannot all be negative: the only way to lower the penalty
+is to concentrate the token's preference on fewer words, or to stop discriminating words at all,
+which the prediction loss pays for. That is the trade-off sparsity is meant to strike.
 """
 
 from __future__ import annotations

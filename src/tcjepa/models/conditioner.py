@@ -57,8 +57,12 @@ class CondOutput:
 
 
 class TextCrossAttention(nn.Module):
-    def __init__(self, dim: int, text_dim: int, num_heads: int):
+    """``centred_links``: the patch-word similarity of the regularisers and monitors uses each caption's keys
+    minus their mean over its real words (see :mod:`tcjepa.methods.sparsity`); attention is unaffected."""
+
+    def __init__(self, dim: int, text_dim: int, num_heads: int, centred_links: bool = False):
         super().__init__()
+        self.centred_links = centred_links
         if dim % num_heads:
             raise ValueError(f"predictor width {dim} is not divisible by {num_heads} cross-attention heads")
         self.num_heads = num_heads
@@ -90,8 +94,15 @@ class TextCrossAttention(nn.Module):
         delta = self.proj(torch.where(present, pooled, torch.zeros_like(pooled)))
         delta = torch.where(present, delta, torch.zeros_like(delta))  # no captions: no update, not even the bias
         # Full-width patch-word cosines (Eq. 3): q.k summed over heads, over the norms of q and k.
+        full = dots.sum(dim=1)  # (B, T, N, S)
+        if self.centred_links:
+            # q.(k_s - mean k) = q.k_s - q.(mean k): the softmax ignores this per-token shift, the cosine does not.
+            valid = text.valid.unsqueeze(-1).to(k.dtype)  # (B, N, S, 1)
+            k_mean = (k * valid).sum(2) / valid.sum(2).clamp_min(1)  # (B, N, d)
+            full = full - (q @ k_mean.transpose(1, 2)).unsqueeze(-1)
+            k = k - k_mean.unsqueeze(2)
         norms = q.norm(dim=-1).view(b, t, 1, 1) * k.norm(dim=-1).view(b, 1, n, s)
-        return delta, CondOutput(cos=dots.sum(dim=1) / norms.clamp_min(1e-6), attn=attn)
+        return delta, CondOutput(cos=full / norms.clamp_min(1e-6), attn=attn)
 
 
 def _padding_bias(text: TextInputs, dtype: torch.dtype) -> torch.Tensor:

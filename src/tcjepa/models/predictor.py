@@ -18,11 +18,13 @@ from .vit import MLP, Attention, gather_tokens, init_weights, rescale_residual_b
 
 
 class PredictorBlock(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, text_dim: int | None, cond_heads: int):
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, text_dim: int | None, cond_heads: int, centred: bool = False
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
-        self.cond = TextCrossAttention(dim, text_dim, cond_heads) if text_dim else None
+        self.cond = TextCrossAttention(dim, text_dim, cond_heads, centred) if text_dim else None
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
@@ -48,6 +50,7 @@ class Predictor(nn.Module):
         mlp_ratio: float = 4.0,
         text_dim: int | None = None,
         cond_heads: int | None = None,
+        centred_links: bool = False,
     ):
         super().__init__()
         self.dim = dim
@@ -55,7 +58,8 @@ class Predictor(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, dim))
         self.register_buffer("pos_embed", sincos_pos_embed(dim, grid), persistent=False)
         self.blocks = nn.ModuleList(
-            PredictorBlock(dim, num_heads, mlp_ratio, text_dim, cond_heads or num_heads) for _ in range(depth)
+            PredictorBlock(dim, num_heads, mlp_ratio, text_dim, cond_heads or num_heads, centred_links)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.out = nn.Linear(dim, enc_dim)
