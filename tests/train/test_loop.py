@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -217,3 +218,32 @@ def test_online_probe_is_logged_with_the_monitors(tiny_cfg, method: str) -> None
         assert ("online/pointing" in r) == (method == "tcjepa")
     if method == "tcjepa":
         assert 0.0 < rows[0]["online/pointing_chance"] < 0.5
+
+
+def test_bf16_autocast_trains_with_absent_captions(tiny_cfg, make_batch, add_text) -> None:
+    """bf16 autocast (no GradScaler): finite loss and gradients, also where captions are absent."""
+    from tcjepa.methods import build_method
+
+    torch.manual_seed(0)
+    method = build_method(tiny_cfg("train.precision=bf16"), text_dim=32)
+    batch = add_text(make_batch(batch_size=3), captions=3, words=5, lengths=[[5, 0, 2], [0, 0, 0], [1, 4, 3]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, metrics = method(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in method.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    run_dir = pretrain(tiny_cfg("train.precision=bf16", "train.steps=3", "train.batch_size=4"), progress=False)
+    assert all(math.isfinite(r["loss"]) for r in _metrics(run_dir))
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager(tiny_cfg, make_batch, add_text) -> None:
+    from tcjepa.methods import build_method
+
+    torch.manual_seed(0)
+    method = build_method(tiny_cfg(), text_dim=32)
+    batch = add_text(make_batch(batch_size=2), captions=3, words=5)
+    eager, _ = method(batch)
+    compiled, _ = torch.compile(method)(batch)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
