@@ -92,3 +92,18 @@ def test_patch_word_cosines_reads_every_patch(tiny_cfg) -> None:
     assert not torch.allclose(cos2[1], cos[1])
     with pytest.raises(ValueError, match="no text conditioner"):
         patch_word_cosines(build_method(tiny_cfg("method=ijepa")).eval(), images, text)
+
+
+def test_patch_word_cosines_can_read_either_similarity(tiny_cfg) -> None:
+    from tcjepa.methods import build_method
+
+    torch.manual_seed(0)
+    method = build_method(tiny_cfg(), text_dim=8).eval()  # trained (here: built) with raw cosines
+    images = torch.rand(2, 3, 32, 32)
+    text = TextInputs(torch.randn(2, 2, 4, 8), torch.ones(2, 2, 4, dtype=torch.bool), torch.ones(2, 2, dtype=bool))
+    own = patch_word_cosines(method, images, text)
+    raw = patch_word_cosines(method, images, text, centred=False)
+    centred = patch_word_cosines(method, images, text, centred=True)
+    torch.testing.assert_close(own, raw)
+    assert not torch.allclose(centred, raw)
+    assert all(not b.cond.centred_links for b in method.predictor.blocks)  # the flag is restored

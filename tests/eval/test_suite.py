@@ -35,6 +35,7 @@ def test_eval_writes_every_metric_family(trained_run, tmp_path) -> None:
         "dense/colour/miou",
         "health/rankme",
         "grounding/pointing",
+        "grounding/pointing_centred",
     ):
         assert key in m, key
     for key, value in m.items():

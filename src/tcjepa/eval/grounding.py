@@ -38,16 +38,31 @@ def token_row(caption: str, grounding: Grounding, tokens: Sequence[str]) -> int 
 
 
 @torch.no_grad()
-def patch_word_cosines(method: torch.nn.Module, images: torch.Tensor, text: TextInputs) -> torch.Tensor:
-    """(B, P, N, S) layer-mean patch-word cosines with every one of the P patches as context."""
+def patch_word_cosines(
+    method: torch.nn.Module, images: torch.Tensor, text: TextInputs, centred: bool | None = None
+) -> torch.Tensor:
+    """(B, P, N, S) layer-mean patch-word cosines with every one of the P patches as context.
+
+    ``centred``: None reads the similarity the run was trained with; True/False force the cosine against
+    caption-centred keys (a word's pull relative to the caption's average word, the only part of a
+    token's logits the softmax sees) or against the raw keys (Eq. 3).
+    """
     if not getattr(method.predictor, "conditioned", False):
         raise ValueError("this method's predictor has no text conditioner; grounding needs a TC-JEPA run")
+    conds = [block.cond for block in method.predictor.blocks]
+    saved = [c.centred_links for c in conds]
     b = images.shape[0]
     p = method.context_encoder.spec.num_patches
     ctx = torch.arange(p, device=images.device).expand(b, p)
     z = method.context_encoder(images)
     dummy_target = torch.zeros(b, 1, 1, dtype=torch.long, device=images.device)
-    _, outputs = method.predictor(z, ctx, dummy_target, text)
+    try:
+        for c in conds:
+            c.centred_links = c.centred_links if centred is None else centred
+        _, outputs = method.predictor(z, ctx, dummy_target, text)
+    finally:
+        for c, flag in zip(conds, saved):
+            c.centred_links = flag
     return torch.stack([o.cos[:, :p] for o in outputs]).mean(dim=0).float()
 
 
@@ -151,8 +166,10 @@ def evaluate_grounding(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     min_cover: float = MIN_COVER,
+    centred: bool | None = None,
 ) -> PointingResult:
-    """Pointing game over the first ``n`` scenes of a ``shapes`` split, with each scene's first captions."""
+    """Pointing game over the first ``n`` scenes of a ``shapes`` split, with each scene's first captions
+    (``centred``: which similarity to read, see :func:`patch_word_cosines`)."""
     was_training = method.training
     method.eval()
     patch = method.context_encoder.spec.patch_size
@@ -166,7 +183,7 @@ def evaluate_grounding(
             groundings = [list(s.groundings[:num_captions]) for s in scenes]
             text = TextInputs.from_batch({k: v.to(device) for k, v in cache.batch(captions, num_captions).items()})
             images = torch.stack([it["image"] for it in items]).to(device)
-            cos = patch_word_cosines(method, images, text)
+            cos = patch_word_cosines(method, images, text, centred)
             cover = patch_cover(torch.stack([it["labels"]["instance"] for it in items]).to(device), patch)
             scores += score_words(cos, word_queries(captions, groundings, cache.encoder.tokens), cover, min_cover)
     finally:

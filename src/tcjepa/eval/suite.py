@@ -159,17 +159,19 @@ def evaluate(
     if target.method is not None and target.cache is not None and getattr(target.method, "needs_text", False):
         from .grounding import evaluate_grounding
 
-        res = evaluate_grounding(
-            target.method,
-            ShapesDataset("test", image_size=target.image_size, seed=EVAL_SEED, size=suite.grounding_images),
-            target.cache,
-            n=suite.grounding_images,
-            device=device,
-        )
+        scenes = ShapesDataset("test", image_size=target.image_size, seed=EVAL_SEED, size=suite.grounding_images)
+        res = evaluate_grounding(target.method, scenes, target.cache, n=suite.grounding_images, device=device)
         metrics.update(res.as_metrics())
         metrics["chance/grounding/pointing"] = metrics.pop("grounding/pointing_chance")
         for kind in res.by_kind:
             metrics[f"chance/grounding/pointing_{kind}"] = metrics.pop(f"grounding/pointing_{kind}_chance")
+        # The same game read on caption-centred similarities, whatever the run trained with: comparable
+        # across regulariser forms, since the softmax only ever sees a word relative to the caption's average.
+        centred = evaluate_grounding(
+            target.method, scenes, target.cache, n=suite.grounding_images, device=device, centred=True
+        )
+        metrics["grounding/pointing_centred"] = centred.accuracy
+        metrics["chance/grounding/pointing_centred"] = centred.chance
     return metrics
 
 
