@@ -1,4 +1,4 @@
-"""Frozen-encoder features, extracted once per (encoder, split) and reused by every probe.
+"""Frozen-encoder features, extracted once per (encoder, split) and reused by every probe of an evaluation.
 
 Pooled features are the average of the patch features (I-JEPA/TC-JEPA have no [cls]); ``last4``
 concatenates the average-pooled outputs of the last four blocks (I-JEPA's transfer protocol,
@@ -7,9 +7,7 @@ METHOD.md §5.6). Patch features are kept in fp16 when a probe needs them (dense
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -78,42 +76,3 @@ def extract_features(
         labels={k: torch.cat(v) for k, v in labels.items()},
         patches=torch.cat(patches) if keep_patches else None,
     )
-
-
-def encoder_fingerprint(encoder: torch.nn.Module) -> str:
-    """A short hash of the weights, so a disk cache never serves features of another encoder."""
-    h = hashlib.sha1()
-    for name, t in sorted(encoder.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().cpu().numpy().tobytes()[:4096])
-        h.update(str(float(t.float().sum())).encode())
-    return h.hexdigest()[:16]
-
-
-class FeatureCache:
-    """Features on disk under ``root``, keyed by encoder fingerprint, split and options."""
-
-    def __init__(self, root: str | Path | None):
-        self.root = Path(root) if root else None
-        self.memory: dict[str, Features] = {}
-
-    def get(self, key: str, compute) -> Features:
-        if key in self.memory:
-            return self.memory[key]
-        path = self.root / f"{key}.pt" if self.root else None
-        if path is not None and path.is_file():
-            try:
-                data = torch.load(path, weights_only=True)
-                feats = Features(data["pooled"], data["labels"], data.get("patches"))
-                self.memory[key] = feats
-                return feats
-            except Exception:
-                path.unlink(missing_ok=True)  # unreadable cache entry: recompute
-        feats = compute()
-        self.memory[key] = feats
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save({"pooled": feats.pooled, "labels": feats.labels, "patches": feats.patches}, tmp)
-            tmp.replace(path)
-        return feats
