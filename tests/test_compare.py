@@ -104,3 +104,15 @@ def test_a_bad_arm_fails_before_any_training(tmp_path) -> None:
     with pytest.raises(ConfigError, match="train.steps"):
         run_compare(load_sweep(str(tmp_path / "s.yaml")), 1, tmp_path / "out", suite=TINY_SUITE, progress=False)
     assert not (tmp_path / "out" / "a").exists()
+
+
+def test_only_seeds_trains_those_and_reports_what_exists(tmp_path) -> None:
+    (tmp_path / "s.yaml").write_text(
+        "base: tiny\noverrides: [train.steps=2, train.batch_size=4, train.threads=1]\n"
+        "methods: {A: {method: ijepa}}\nfloor: false\n"
+    )
+    plan = load_sweep(str(tmp_path / "s.yaml"))
+    run_compare(plan, seeds=2, out=tmp_path / "out", suite=TINY_SUITE, progress=False, only_seeds=[1])
+    assert not (tmp_path / "out" / "a" / "seed0").exists() and (tmp_path / "out" / "a" / "seed1" / "eval.json").exists()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(report["metrics"]["A"]["scene/shape/test"]["values"]) == 1

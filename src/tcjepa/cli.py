@@ -82,7 +82,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.base:
         plan.base = args.base
     out = Path(args.out or f"runs/compare-{plan.name}")
-    report = run_compare(plan, args.seeds, out, suite=args.suite, extra=overrides, progress=not args.no_progress)
+    only = [int(s) for s in args.only_seeds.split(",")] if args.only_seeds else None
+    report = run_compare(
+        plan, args.seeds, out, suite=args.suite, extra=overrides, progress=not args.no_progress, only_seeds=only
+    )
     print(f"report: {report}")
     return 0
 
@@ -175,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sweep", help="a shipped sweep (methods, masks, captions, sparsity, demo) or a sweep YAML")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--only-seeds", help="train just these seeds, e.g. 1,2 (one process per core); report all")
     p.add_argument("--base", help="replace the sweep's base preset (e.g. --base demo for a shorter run)")
     p.add_argument("--out", help="output folder (default runs/compare-<sweep>)")
     p.add_argument("--suite", default="quick", choices=["quick", "full"])

@@ -61,8 +61,13 @@ def run_compare(
     extra: list[str] | None = None,
     progress: bool = True,
     command: str | None = None,
+    only_seeds: list[int] | None = None,
 ) -> Path:
-    """Train and evaluate every (seed, arm); returns the path of report.md."""
+    """Train and evaluate every (seed, arm); returns the path of report.md.
+
+    ``only_seeds`` trains just those seeds (e.g. one per process, to use several cores); the report still
+    covers every seed below ``seeds`` that is finished.
+    """
     from .report import write_report
 
     if isinstance(suite, str):
@@ -75,9 +80,10 @@ def run_compare(
     # Validate every arm's config before training anything: a typo must not surface an hour in.
     cfgs = {(s, a.slug): arm_config(plan, a, s, out, extra) for s in range(seeds) for a in plan.arms}
     timings: dict[str, list[float]] = {}
-    total = seeds * (len(plan.arms) + plan.floor)
+    todo = [s for s in range(seeds) if only_seeds is None or s in only_seeds]
+    total = len(todo) * (len(plan.arms) + plan.floor)
     done = 0
-    for seed in range(seeds):
+    for seed in todo:
         for arm in plan.arms:
             cfg = cfgs[(seed, arm.slug)]
             done += 1
