@@ -102,7 +102,8 @@ def plot_curves(
         if key.startswith("loss"):
             ax.set_yscale("log")
         _style(ax, title, "step")
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     return _save(fig, out)
 
 

@@ -264,7 +264,13 @@ def _figures(
         colours=colours,
     )
     names.append("probes")
-    runs = {a.label: [out / a.slug / f"seed{s}" for s in range(seeds)] for a in plan.arms if a.label in arms}
+    runs = {
+        a.label: [
+            out / a.slug / f"seed{s}" for s in range(seeds) if (out / a.slug / f"seed{s}" / "metrics.jsonl").is_file()
+        ]
+        for a in plan.arms
+        if a.label in arms
+    }
     if plot_curves(runs, out / "curves.png", CURVE_PANELS, colours):
         names.append("curves")
     tc_arms = {a.label: out / a.slug / "seed0" for a in plan.arms if cfgs_method(out / a.slug / "seed0") == "tcjepa"}
