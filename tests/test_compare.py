@@ -116,3 +116,26 @@ def test_only_seeds_trains_those_and_reports_what_exists(tmp_path) -> None:
     assert not (tmp_path / "out" / "a" / "seed0").exists() and (tmp_path / "out" / "a" / "seed1" / "eval.json").exists()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(report["metrics"]["A"]["scene/shape/test"]["values"]) == 1
+
+
+def test_a_diverging_arm_is_recorded_and_the_others_go_on(tmp_path, monkeypatch) -> None:
+    import tcjepa.compare as compare
+
+    real = compare.pretrain
+
+    def pretrain(cfg, **kw):
+        if cfg.method == "tcjepa":
+            raise compare.TrainingDiverged("loss is nan at step 1")
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(compare, "pretrain", pretrain)
+    (tmp_path / "s.yaml").write_text(
+        "base: tiny\noverrides: [train.steps=2, train.batch_size=4, train.threads=1]\n"
+        "methods: {A: {method: ijepa}, B: {method: tcjepa}}\nfloor: false\n"
+    )
+    report = run_compare(load_sweep(str(tmp_path / "s.yaml")), 1, tmp_path / "out", suite=TINY_SUITE, progress=False)
+    assert "nan at step 1" in (tmp_path / "out" / "b" / "seed0" / "FAILED.txt").read_text()
+    assert (tmp_path / "out" / "a" / "seed0" / "eval.json").is_file()
+    text = report.read_text()
+    assert "## Failed runs" in text and "b/seed0" in text
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["arms"] == ["A"]

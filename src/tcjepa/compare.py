@@ -19,10 +19,11 @@ from .config import Config, load_config
 from .eval.suite import SUITES, Suite, run_eval
 from .runs import checkpoint_step, eval_target, untrained_target
 from .sweeps import Plan
-from .train.loop import pretrain
+from .train.loop import TrainingDiverged, pretrain
 
 log = logging.getLogger("tcjepa.compare")
 FLOOR = "random-init"
+FAILED = "FAILED.txt"
 
 
 def train_or_reuse(cfg: Config, progress: bool) -> Path:
@@ -89,7 +90,17 @@ def run_compare(
             done += 1
             print(f"[{done}/{total}] {arm.label}, seed {seed}: {cfg.train.steps} steps -> {cfg.run.dir}", flush=True)
             t0 = time.perf_counter()
-            run_dir = train_or_reuse(cfg, progress)
+            failed = Path(cfg.run.dir) / FAILED
+            if failed.is_file():
+                print(f"    skipped: {failed} records an earlier failure (delete the folder to retry)", flush=True)
+                continue
+            try:
+                run_dir = train_or_reuse(cfg, progress)
+            except TrainingDiverged as e:  # one diverging arm must not cost the others: record it, go on
+                failed.parent.mkdir(parents=True, exist_ok=True)
+                failed.write_text(f"{arm.label}, seed {seed}\n{e}\n")
+                log.error("%s, seed %d diverged; recorded in %s and left out of the report", arm.label, seed, failed)
+                continue
             if not _eval_is_current(run_dir, suite.name, checkpoint_step(run_dir)):
                 run_eval(eval_target(run_dir), suite, out=run_dir, progress=progress)
             timings.setdefault(arm.label, []).append(time.perf_counter() - t0)

@@ -232,6 +232,11 @@ def write_report(
                     std = d["std"] if d["n"] > 1 else None
                     cells.append(f"{_fmt(k, d['mean'], std)} ({d['ahead']}/{d['n']})")
             lines.append(f"| {DESCRIPTIONS.get(k, k)} | " + " | ".join(cells) + " |")
+    failures = sorted(out.glob("*/seed*/FAILED.txt"))
+    if failures:
+        lines += ["", "## Failed runs (left out of every number above)", ""]
+        for f in failures:
+            lines.append(f"- `{f.parent.relative_to(out)}`: " + " ".join(f.read_text().split())[:400])
     lines += ["", "## Figures", ""] + [f"![{name}]({name}.png)" for name in figures]
     lines += ["", "Per-run folders hold `eval.md` (every probe), `metrics.jsonl` and the checkpoints."]
     path = out / "report.md"

@@ -164,3 +164,15 @@ def test_link_stats_count_real_words_only() -> None:
     assert stats["pos_frac_l1"] == pytest.approx(3 / 5)
     # Entropy over the present captions, averaged over heads and tokens: l0 (ln2 + 0 + ln2 + ln2) / 4.
     assert stats["attn_entropy_l0"] == pytest.approx(3 * LN2 / 4, abs=1e-6)
+
+
+@pytest.mark.parametrize("form", ["paper", "mean", "margin", "topk", "entropy"])
+def test_every_form_has_finite_gradients_with_padding_and_zero_attention(form: str) -> None:
+    """Padding words and underflowed softmax entries hold exact zeros; no form may turn them into NaN."""
+    outputs, text = _hand_made()
+    params = [(o.cos.clone().requires_grad_(), o.attn.clone().requires_grad_()) for o in outputs]
+    outs = [CondOutput(cos=c, attn=a) for c, a in params]
+    sparse, consistency = sparsity_losses(outs, text, form, margin=0.25, topk=1)
+    (sparse + consistency).backward()
+    grads = [t.grad for pair in params for t in pair if t.grad is not None]  # cos or attn, by form
+    assert grads and all(torch.isfinite(g).all() for g in grads), form

@@ -152,6 +152,33 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(
     assert [r["step"] for r in _metrics(Path(cfg.run.dir))] == [0, 1, 2]
 
 
+def test_non_finite_gradient_stops_before_the_weights_change(tiny_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = IJEPA.forward
+
+    class NanGradient(torch.autograd.Function):  # identity forward, NaN backward
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    def forward(self, batch):
+        loss, metrics = real(self, batch)
+        return (NanGradient.apply(loss) if batch["step"] == 3 else loss), metrics
+
+    monkeypatch.setattr(IJEPA, "forward", forward)
+    cfg = tiny_cfg(
+        "train.steps=6", "train.ckpt_every=2", "train.batch_size=4", "train.monitor_every=0", "train.log_every=1"
+    )
+    with pytest.raises(TrainingDiverged, match=r"gradient norm is nan at step 3"):
+        pretrain(cfg, progress=False)
+    state = load_checkpoint(Path(cfg.run.dir) / "checkpoints" / "latest.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
+
+
 @pytest.mark.parametrize("method", ["ijepa", "tcjepa"])
 @pytest.mark.parametrize("encoder", ["hashed", "minilm"])
 def test_both_methods_train_with_each_text_encoder(tiny_cfg, monkeypatch: pytest.MonkeyPatch, method, encoder) -> None:

@@ -71,7 +71,9 @@ def sparsity_losses(
 
     if form == "entropy":
         attn = torch.stack([o.attn for o in outputs]) * valid.to(maps.dtype)[None, :, None, None]  # (L,B,H,T,N,S)
-        per_token = -torch.special.xlogy(attn, attn).sum(-1).mean(dim=2)  # (L, B, T, N)
+        # p log p with the log clamped: xlogy's gradient at p = 0 (padding, underflowed words) is -inf,
+        # which times the zero mask gives NaN and poisons every weight in one step.
+        per_token = -(attn * attn.clamp_min(1e-12).log()).sum(-1).mean(dim=2)  # (L, B, T, N)
     elif form == "topk":
         k = min(topk, maps.shape[-1])
         per_token = over_words(maps) - maps.topk(k, dim=-1).values.sum(-1) / n_words

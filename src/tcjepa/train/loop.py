@@ -191,6 +191,14 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            if not math.isfinite(grad_norm):
+                # A finite loss with a NaN/inf gradient would silently poison the weights in optimizer.step().
+                raise TrainingDiverged(
+                    f"gradient norm is {grad_norm} at step {step} although the loss is finite ({loss_value:.4g}); "
+                    f"the weights were not updated. The last good checkpoint is kept at "
+                    f"{latest if latest.exists() else '(none yet)'}. A term of the loss has a non-finite "
+                    "gradient; try train.precision=fp32 or another loss.sparse_form, and report it."
+                )
             cond_norms = _cond_grad_norms(method) if logging_step else {}
             optimizer.step()
             method.after_step(step)
