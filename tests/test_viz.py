@@ -15,9 +15,16 @@ def test_viz_figures(trained_run, tiny_cfg, tmp_path) -> None:
     _, tc_run = trained_run
     ij_run = pretrain(tiny_cfg("method=ijepa", "train.steps=2", f"run.dir={tmp_path / 'ij'}"), progress=False)
     out = tmp_path / "viz"
-    assert main(["viz", str(tc_run), "--compare", str(ij_run), "--images", "0", "3", "--out", str(out)]) == 0
+    args = ["viz", str(tc_run), "--compare", str(ij_run), "--images", "0", "3", "--raw", "--out", str(out)]
+    assert main(args) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["masks_and_errors.png", "word_maps_0.png", "word_maps_3.png"]
+    assert names == [
+        "masks_and_errors.png",
+        "word_maps_0.png",
+        "word_maps_0_raw.png",
+        "word_maps_3.png",
+        "word_maps_3_raw.png",
+    ]
     for p in out.iterdir():
         with Image.open(p) as im:
             assert im.width > 300 and im.height > 150

@@ -98,6 +98,8 @@ def cmd_viz(args: argparse.Namespace) -> int:
     written = [masks_and_errors([args.run, *args.compare], args.images, out)]
     if load_run_config(args.run).method == "tcjepa":
         written += word_maps(args.run, args.images, out, captions_per_image=args.captions)
+        if args.raw:
+            written += word_maps(args.run, args.images, out, captions_per_image=args.captions, rectified=False)
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -190,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs="*", default=[], metavar="RUN", help="other runs for the error maps")
     p.add_argument("--images", nargs="+", type=int, default=[0, 1, 2, 3], help="test-scene indices")
     p.add_argument("--captions", type=int, default=3, help="captions per image in the word maps")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="also draw raw (unrectified) cosines on the run's own scale: what the pointing game ranks, "
+        "and the only informative maps for a run whose rectified cosines are all zero",
+    )
     p.add_argument("--out", help="output folder (default RUN/viz)")
     p.set_defaults(func=cmd_viz)
 

@@ -37,6 +37,7 @@ KEY_METRICS = [
     "fashion/linear",
     "fashion/knn/k20",
     "grounding/pointing",
+    "grounding/pointing_agnostic",
     "grounding/pointing_centred",
     "health/rankme",
     "train/text_usage",
@@ -61,6 +62,7 @@ DESCRIPTIONS = {
     "fashion/linear": "Fashion-MNIST linear probe",
     "fashion/knn/k20": "Fashion-MNIST kNN (k=20)",
     "grounding/pointing": "pointing game on colour/shape words (the run's own cosine)",
+    "grounding/pointing_agnostic": "pointing game with the caption's mean map for every word (word-agnostic control)",
     "grounding/pointing_centred": "pointing game, read on caption-centred cosines",
     "train/attn_entropy": "attention entropy over words at the end (nats)",
     "health/rankme": "RankMe of pooled test features (not a %)",
@@ -287,6 +289,8 @@ def _figures(
 
         if word_map_grid(tc_arms, out / "word_maps.png"):
             names.append("word_maps")
+        if word_map_grid(tc_arms, out / "word_maps_raw.png", rectified=False):
+            names.append("word_maps_raw")
     if plan.settings:
         methods = list(dict.fromkeys(a.method_label for a in plan.arms))
         values = {

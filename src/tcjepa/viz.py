@@ -2,8 +2,10 @@
 predictor sees, and per-patch prediction error on the target blocks, TC-JEPA beside I-JEPA.
 
 Scenes come from the ``test`` split with the evaluation seed, so figures of different runs show the
-same images. Maps are the conditioner's rectified patch-word cosines averaged over predictor layers,
-read with the whole image as context (see :mod:`tcjepa.eval.grounding`).
+same images. Maps are the conditioner's patch-word cosines averaged over predictor layers, read with the
+whole image as context (see :mod:`tcjepa.eval.grounding`): rectified on one shared scale as in the paper's
+Fig. 5, or raw (``rectified=False``) on each run's own min-max scale. The raw view is what the pointing
+game ranks, and the only informative one for a run in the dead zone, whose rectified maps are all zero.
 """
 
 from __future__ import annotations
@@ -33,12 +35,17 @@ def _image(ax, img: torch.Tensor, title: str = "") -> None:
     ax.axis("off")
 
 
-def _overlay(ax, img: torch.Tensor, heat: torch.Tensor, title: str, vmax: float) -> None:
-    """``heat`` (g, g) upsampled to the image and drawn over a dimmed copy of it."""
+def _overlay(
+    ax, img: torch.Tensor, heat: torch.Tensor, title: str, vmax: float | None = None, vmin: float = 0.0
+) -> None:
+    """``heat`` (g, g) upsampled to the image and drawn over a dimmed copy of it; ``vmax=None``: the panel's
+    own min-max range (what an argmax sees)."""
+    if vmax is None:
+        vmin, vmax = float(heat.min()), float(heat.max())
     size = img.shape[-1]
     up = F.interpolate(heat[None, None].float(), size=(size, size), mode="nearest")[0, 0]
     ax.imshow(img.permute(1, 2, 0).numpy() * 0.45, interpolation="nearest")
-    ax.imshow(up.numpy(), cmap="inferno", alpha=0.75, vmin=0.0, vmax=max(vmax, 1e-6), interpolation="nearest")
+    ax.imshow(up.numpy(), cmap="inferno", alpha=0.75, vmin=vmin, vmax=max(vmax, vmin + 1e-6), interpolation="nearest")
     ax.set_title(title, fontsize=7)
     ax.axis("off")
 
@@ -51,8 +58,18 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 @torch.no_grad()
-def word_maps(run: str | Path, images: list[int], out: Path, captions_per_image: int = 3) -> list[Path]:
-    """One PNG per image: a row per caption, a panel per word with its rectified patch-word map."""
+def _view(cos: torch.Tensor, rectified: bool) -> tuple[torch.Tensor, float, float | None, str]:
+    """The map to draw, its colour range (None: each panel its own) and a title fragment."""
+    if rectified:
+        cos = cos.clamp_min(0)
+        return cos, 0.0, float(cos.max()), f"rectified patch-word cosine (shared scale 0-{float(cos.max()):.2f})"
+    return cos, 0.0, None, "raw patch-word cosine, what the pointing game ranks (each panel on its own min-max scale)"
+
+
+def word_maps(
+    run: str | Path, images: list[int], out: Path, captions_per_image: int = 3, rectified: bool = True
+) -> list[Path]:
+    """One PNG per image: a row per caption, a panel per word with its patch-word map."""
     cfg, method = load_run_method(run)
     if not getattr(method, "needs_text", False):
         raise ValueError(f"{run} is a {cfg.method} run: patch-word maps need a TC-JEPA run")
@@ -66,23 +83,18 @@ def word_maps(run: str | Path, images: list[int], out: Path, captions_per_image:
         order = sorted(range(len(scene.captions)), key=lambda j: scene.caption_kinds[j] not in ("object", "relation"))
         caps = [scene.captions[j] for j in order[:captions_per_image]]
         text = TextInputs.from_batch(cache.batch([caps], len(caps)))
-        cos = patch_word_cosines(method, item["image"][None], text)[0].clamp_min(0)  # (P, N, S)
+        cos, vmin, vmax, what = _view(patch_word_cosines(method, item["image"][None], text)[0], rectified)  # (P, N, S)
         tokens = [cache.encoder.tokens(c) for c in caps]
         cols = 1 + max(len(t) for t in tokens)
         fig = Figure(figsize=(1.35 * cols, 1.55 * len(caps)))
         FigureCanvasAgg(fig)
-        vmax = float(cos.max())
         for r, (cap, toks) in enumerate(zip(caps, tokens)):
             _image(fig.add_subplot(len(caps), cols, r * cols + 1), item["image"], textwrap.fill(cap, 24))
             for w, tok in enumerate(toks):
                 ax = fig.add_subplot(len(caps), cols, r * cols + 2 + w)
-                _overlay(ax, item["image"], cos[:, r, w].view(grid, grid), tok, vmax)
-        fig.suptitle(
-            f"{Path(run).name}: rectified patch-word cosine, mean over predictor layers "
-            f"(test scene {i}; colour scale shared, max {vmax:.2f})",
-            fontsize=8,
-        )
-        paths.append(_save(fig, out / f"word_maps_{i}.png"))
+                _overlay(ax, item["image"], cos[:, r, w].view(grid, grid), tok, vmax, vmin)
+        fig.suptitle(f"{Path(run).name}, test scene {i}: {what}, mean over predictor layers", fontsize=8)
+        paths.append(_save(fig, out / f"word_maps_{i}{'' if rectified else '_raw'}.png"))
     return paths
 
 
@@ -161,10 +173,14 @@ def masks_and_errors(runs: list[str | Path], images: list[int], out: Path) -> Pa
 
 
 @torch.no_grad()
-def word_map_grid(runs: dict[str, str | Path], out: Path, images: tuple[int, ...] = (1, 2)) -> Path | None:
+def word_map_grid(
+    runs: dict[str, str | Path], out: Path, images: tuple[int, ...] = (1, 2), rectified: bool = True
+) -> Path | None:
     """Rows = TC-JEPA runs (e.g. the arms of a sparsity sweep), columns = the words of one relation or object
-    caption per image: the same scenes and sentences for every run, on one colour scale per figure. Runs
-    on another image or patch size than the first are left out (their maps would not line up)."""
+    caption per image: the same scenes and sentences for every run. Rectified maps share one colour scale
+    per figure; raw maps are drawn each on its own range, since the pointing game only asks where a word's
+    map peaks (runs differ in cosine scale, and a dead-zone run is all negative). Runs on another image or
+    patch size than the first are left out (their maps would not line up)."""
     loaded = {label: load_run_method(r) for label, r in runs.items()}
     loaded = {k: v for k, v in loaded.items() if getattr(v[1], "needs_text", False)}
     if not loaded:
@@ -187,10 +203,12 @@ def word_map_grid(runs: dict[str, str | Path], out: Path, images: tuple[int, ...
         grid = cfg.data.image_size // cfg.model.encoder.patch_size
         for i, image, cap in picks:
             text = TextInputs.from_batch(cache.batch([[cap]], 1))
-            cos = patch_word_cosines(method, image[None], text)[0, :, 0].clamp_min(0)  # (P, S)
+            cos = patch_word_cosines(method, image[None], text)[0, :, 0]  # (P, S)
             maps[(label, i)] = (cos.view(grid, grid, -1), cache.encoder.tokens(cap))
     cols = sum(1 + len(maps[(next(iter(loaded)), i)][1]) for i, _, _ in picks)
-    vmax = max(float(m.max()) for m, _ in maps.values())
+    if rectified:
+        maps = {k: (m.clamp_min(0), t) for k, (m, t) in maps.items()}
+    vmax = max(float(m.max()) for m, _ in maps.values()) if rectified else None
     fig = Figure(figsize=(1.1 * cols, 1.3 * len(loaded) + 0.4))
     FigureCanvasAgg(fig)
     for r, label in enumerate(loaded):
@@ -204,5 +222,10 @@ def word_map_grid(runs: dict[str, str | Path], out: Path, images: tuple[int, ...
             for w, tok in enumerate(tokens):
                 c += 1
                 _overlay(fig.add_subplot(len(loaded), cols, r * cols + c), image, cos[..., w], tok, vmax)
-    fig.suptitle(f"rectified patch-word cosine, mean over predictor layers (shared scale, max {vmax:.2f})", fontsize=8)
+    what = (
+        f"rectified patch-word cosine (shared scale 0-{vmax:.2f})"
+        if rectified
+        else "raw patch-word cosine, what the pointing game ranks (each panel on its own min-max scale)"
+    )
+    fig.suptitle(f"{what}, mean over predictor layers", fontsize=8)
     return _save(fig, out)

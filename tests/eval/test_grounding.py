@@ -8,6 +8,7 @@ import torch
 from tcjepa.data.shapes import Grounding
 from tcjepa.eval.grounding import (
     WordQuery,
+    caption_mean_maps,
     patch_cover,
     patch_word_cosines,
     pointing_game,
@@ -63,6 +64,28 @@ def test_pointing_game_hits_misses_and_chance() -> None:
     wrong = torch.zeros(1, 4, 1, 2)
     wrong[0, 1, 0, :] = 1.0  # both words peak on a background patch
     assert pointing_game(wrong, queries, cover).accuracy == 0.0
+
+
+def test_word_agnostic_control_separates_grounding_from_saliency() -> None:
+    cover, queries = _scene()
+    valid = torch.tensor([[[True, True, False]]])  # two real words and one padding slot
+    # Word-specific maps: each word peaks on its own object. The caption mean has one peak, on one object.
+    specific = torch.zeros(1, 4, 1, 3)
+    specific[0, 0, 0, 0], specific[0, 3, 0, 1] = 0.9, 0.6
+    specific[0, 1, 0, 2] = 50.0  # padding: must not move the mean
+    mean = caption_mean_maps(specific, valid)
+    assert mean.shape == specific.shape
+    assert torch.allclose(mean[0, :, 0, 0], torch.tensor([0.45, 0.0, 0.0, 0.3]))
+    assert pointing_game(specific, queries, cover).accuracy == 1.0
+    assert pointing_game(mean, queries, cover).accuracy == 0.5  # only the word whose object is salient
+    # A saliency map (the same for every word) scores the same with and without the word.
+    salient = torch.zeros(1, 4, 1, 3)
+    salient[0, 0, 0, :2] = 1.0
+    assert (
+        pointing_game(salient, queries, cover).accuracy
+        == pointing_game(caption_mean_maps(salient, valid), queries, cover).accuracy
+        == 0.5
+    )
 
 
 def test_pointing_game_needs_min_cover() -> None:

@@ -36,6 +36,7 @@ def test_eval_writes_every_metric_family(trained_run, tmp_path) -> None:
         "health/rankme",
         "grounding/pointing",
         "grounding/pointing_centred",
+        "grounding/pointing_agnostic",
     ):
         assert key in m, key
     for key, value in m.items():

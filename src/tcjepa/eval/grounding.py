@@ -109,6 +109,9 @@ class PointingResult:
     chance: float
     count: int
     by_kind: dict[str, tuple[float, float, int]]  # kind -> (accuracy, chance, count)
+    # The same game played with the caption's mean map over its words for every word: a map that only
+    # finds salient objects scores as well here as per word; word-specific grounding scores above it.
+    agnostic: float = float("nan")
 
     def as_metrics(self, prefix: str = "grounding") -> dict[str, float]:
         out = {
@@ -116,6 +119,8 @@ class PointingResult:
             f"{prefix}/pointing_chance": self.chance,
             f"{prefix}/words": float(self.count),
         }
+        if self.agnostic == self.agnostic:  # not NaN
+            out[f"{prefix}/pointing_agnostic"] = self.agnostic
         for kind, (acc, chance, _count) in self.by_kind.items():
             out[f"{prefix}/pointing_{kind}"] = acc
             out[f"{prefix}/pointing_{kind}_chance"] = chance
@@ -156,6 +161,14 @@ def pointing_game(
     return summarise(score_words(cos, queries, cover, min_cover))
 
 
+def caption_mean_maps(cos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, P, N, S) maps -> the same shape, each word's map replaced by its caption's mean over real words
+    (``valid`` (B, N, S)): the word-agnostic control of the pointing game."""
+    w = valid[:, None].to(cos.dtype)
+    mean = torch.where(w.bool(), cos, 0.0).sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp_min(1.0)
+    return mean.expand_as(cos)
+
+
 @torch.no_grad()
 def evaluate_grounding(
     method: torch.nn.Module,
@@ -174,6 +187,7 @@ def evaluate_grounding(
     method.eval()
     patch = method.context_encoder.spec.patch_size
     scores: list[tuple[str, float, float]] = []
+    agnostic: list[tuple[str, float, float]] = []
     try:
         for start in range(0, min(n, len(dataset)), batch_size):
             idx = range(start, min(start + batch_size, n, len(dataset)))
@@ -185,7 +199,12 @@ def evaluate_grounding(
             images = torch.stack([it["image"] for it in items]).to(device)
             cos = patch_word_cosines(method, images, text, centred)
             cover = patch_cover(torch.stack([it["labels"]["instance"] for it in items]).to(device), patch)
-            scores += score_words(cos, word_queries(captions, groundings, cache.encoder.tokens), cover, min_cover)
+            queries = word_queries(captions, groundings, cache.encoder.tokens)
+            scores += score_words(cos, queries, cover, min_cover)
+            agnostic += score_words(caption_mean_maps(cos, text.valid), queries, cover, min_cover)
     finally:
         method.train(was_training)
-    return summarise(scores)
+    result = summarise(scores)
+    if agnostic:
+        result.agnostic = summarise(agnostic).accuracy
+    return result

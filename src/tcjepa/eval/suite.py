@@ -328,6 +328,11 @@ def eval_markdown(result: dict) -> str:
             f"| all | {int(m['grounding/words'])} | {_pct(m['grounding/pointing'])} | "
             f"{_pct(chance('grounding/pointing'))} |",
         ]
+        if "grounding/pointing_agnostic" in m:
+            lines.append(
+                f"| all, caption's mean map for every word (word-agnostic control) | | "
+                f"{_pct(m['grounding/pointing_agnostic'])} | {_pct(chance('grounding/pointing'))} |"
+            )
         for kind in ("colour", "shape"):
             if f"grounding/pointing_{kind}" in m:
                 lines.append(
