@@ -15,14 +15,17 @@ from torch import nn
 from ..config import Config
 from ..models.conditioner import CondOutput, TextInputs
 from ..models.predictor import Predictor, gather_targets
-from ..models.vit import VisionTransformer, vit_spec
+from ..models.vit import VisionTransformer, ViTSpec, vit_spec
 from ..train.schedules import ema_at
 
 
-def build_encoder(cfg: Config) -> VisionTransformer:
+def encoder_spec(cfg: Config) -> ViTSpec:
     e = cfg.model.encoder
-    spec = vit_spec(e.size, cfg.data.image_size, e.patch_size, e.embed_dim, e.depth, e.num_heads, e.mlp_ratio)
-    return VisionTransformer(spec)
+    return vit_spec(e.size, cfg.data.image_size, e.patch_size, e.embed_dim, e.depth, e.num_heads, e.mlp_ratio)
+
+
+def build_encoder(cfg: Config) -> VisionTransformer:
+    return VisionTransformer(encoder_spec(cfg))
 
 
 def prediction_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
