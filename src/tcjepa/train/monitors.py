@@ -51,9 +51,11 @@ class DeadZoneAlarm:
             log.warning(
                 "\n" + "!" * 78 + "\n"
                 f"SPARSITY DEAD ZONE at step {metrics.get('step')}: every patch-word cosine is <= 0 in every "
-                "predictor layer,\nso loss_sparse and loss_consistency are 0 and give no gradient (METHOD.md §4.9). "
-                "The\nregulariser has switched itself off. Consider loss.sparse_form=mean|margin|topk|entropy or\n"
-                "loss.sparse_warmup_steps (see the README section on sparsity).\n" + "!" * 78
+                "predictor layer,\nso loss_sparse and loss_consistency are ~0 and give ~no gradient (METHOD.md §4.9). "
+                "The\nL1 term now only pushes back cosines that turn positive; the text still reaches the "
+                "predictor\nthrough attention (see text_usage), but the maps are object saliency, not "
+                "word grounding.\nFor word-specific patch-word maps use loss.sparse_form=entropy (README, "
+                "'Sparsity').\n" + "!" * 78
             )
         return dead
 
