@@ -87,6 +87,7 @@ def test_report_numbers_come_from_the_runs(compared) -> None:
     assert "grounding/pointing" not in report["metrics"][ref.label]
     text = report_md.read_text()
     assert "## Paired differences against I-JEPA | default" in text
+    assert all(f"- {a.label}: " + ", ".join(f"`{o}`" for o in a.overrides) in text for a in plan.arms)
     for fig in ("probes.png", "curves.png", "sweep.png", "word_maps.png", "word_maps_raw.png"):
         assert (out / fig).stat().st_size > 1000 and f"({fig})" in text
 

@@ -156,6 +156,19 @@ def _setup_lines(cfg: Config) -> list[str]:
     ]
 
 
+def _arm_lines(plan: Plan, runs: dict[str, list], seeds: int) -> list[str]:
+    """Each arm's own overrides of the setup above, and its seed count where it is not the full one."""
+    lines = []
+    for a in plan.arms:
+        n = len(runs.get(a.label, []))
+        extra = [] if n == seeds else [f"{n} of {seeds} seeds"]
+        what = ", ".join([f"`{o}`" for o in a.overrides] + extra)
+        lines.append(f"- {a.label}: {what}" if what else f"- {a.label}")
+    if plan.floor and len(runs.get(FLOOR, [])) not in (0, seeds):
+        lines.append(f"- {FLOOR}: {len(runs[FLOOR])} of {seeds} seeds")
+    return ["- Arms (overrides on top of the setup above):", *["  " + x for x in lines]]
+
+
 def write_report(
     plan: Plan, seeds: int, out: Path, cfgs: dict, suite: str, command: str, timings: dict[str, list[float]]
 ) -> Path:
@@ -199,6 +212,7 @@ def write_report(
         "## Setup",
         "",
         *_setup_lines(cfg0),
+        *_arm_lines(plan, runs, seeds),
         "",
         "All arms of a seed see the same data stream and start from the same weights where the models agree. "
         "Accuracies in % (mean ± std over seeds); chance = the most frequent training class.",
