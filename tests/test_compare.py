@@ -87,6 +87,8 @@ def test_report_numbers_come_from_the_runs(compared) -> None:
     assert "grounding/pointing" not in report["metrics"][ref.label]
     text = report_md.read_text()
     assert "## Paired differences against I-JEPA | default" in text
+    header = next(line for line in text.splitlines() if line.startswith("| metric | chance |"))
+    assert header.count(" | ") == 2 + len(report["arms"]) - 1  # labels with "|" are escaped, not extra columns
     assert all(f"- {a.label}: " + ", ".join(f"`{o}`" for o in a.overrides) in text for a in plan.arms)
     for fig in ("probes.png", "curves.png", "sweep.png", "word_maps.png", "word_maps_raw.png"):
         assert (out / fig).stat().st_size > 1000 and f"({fig})" in text

@@ -142,6 +142,11 @@ def _fmt(key: str, mean: float, std: float | None = None) -> str:
     return text if std is None else f"{text} ± {scale * std:.{digits}f}"
 
 
+def _cell(text: str) -> str:
+    """A table cell: sweep labels such as "I-JEPA | default" would otherwise split the column."""
+    return text.replace("|", "\\|")
+
+
 def _setup_lines(cfg: Config) -> list[str]:
     e, p, t = cfg.model.encoder, cfg.model.predictor, cfg.text
     return [
@@ -219,7 +224,7 @@ def write_report(
         "",
         "## Results",
         "",
-        "| metric | chance | " + " | ".join(labels) + " |",
+        "| metric | chance | " + " | ".join(map(_cell, labels)) + " |",
         "|---" * (len(labels) + 2) + "|",
     ]
     for k in keys:
@@ -238,7 +243,7 @@ def write_report(
             "",
             "Mean difference ± std over seeds, and on how many seeds the arm is ahead.",
             "",
-            "| metric | " + " | ".join(pairs) + " |",
+            "| metric | " + " | ".join(map(_cell, pairs)) + " |",
             "|---" * (len(pairs) + 1) + "|",
         ]
         for k in keys:
