@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--raw",
         action="store_true",
-        help="also draw raw (unrectified) cosines on the run's own scale: what the pointing game ranks, "
+        help="also draw raw (unrectified) cosines, each panel on its own scale: what the pointing game ranks, "
         "and the only informative maps for a run whose rectified cosines are all zero",
     )
     p.add_argument("--out", help="output folder (default RUN/viz)")

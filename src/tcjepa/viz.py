@@ -4,7 +4,7 @@ predictor sees, and per-patch prediction error on the target blocks, TC-JEPA bes
 Scenes come from the ``test`` split with the evaluation seed, so figures of different runs show the
 same images. Maps are the conditioner's patch-word cosines averaged over predictor layers, read with the
 whole image as context (see :mod:`tcjepa.eval.grounding`): rectified on one shared scale as in the paper's
-Fig. 5, or raw (``rectified=False``) on each run's own min-max scale. The raw view is what the pointing
+Fig. 5, or raw (``rectified=False``), each panel on its own min-max scale. The raw view is what the pointing
 game ranks, and the only informative one for a run in the dead zone, whose rectified maps are all zero.
 """
 
@@ -57,7 +57,6 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-@torch.no_grad()
 def _view(cos: torch.Tensor, rectified: bool) -> tuple[torch.Tensor, float, float | None, str]:
     """The map to draw, its colour range (None: each panel its own) and a title fragment."""
     if rectified:
@@ -66,6 +65,7 @@ def _view(cos: torch.Tensor, rectified: bool) -> tuple[torch.Tensor, float, floa
     return cos, 0.0, None, "raw patch-word cosine, what the pointing game ranks (each panel on its own min-max scale)"
 
 
+@torch.no_grad()
 def word_maps(
     run: str | Path, images: list[int], out: Path, captions_per_image: int = 3, rectified: bool = True
 ) -> list[Path]:
