@@ -26,8 +26,11 @@ def main() -> None:
     y, y_val = torch.randint(0, c, (n,), generator=g), torch.randint(0, c, (n_val,), generator=g)
     x = centres[y] + 2 * torch.randn(n, d, generator=g)
     x_val = centres[y_val] + 2 * torch.randn(n_val, d, generator=g)
-    out = {"machine": f"{platform.machine()} CPU x{os.cpu_count()}, {torch.get_num_threads()} threads",
-           "torch": torch.__version__, "features": [n, d]}
+    out = {
+        "machine": f"{platform.machine()} CPU x{os.cpu_count()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "features": [n, d],
+    }
     t = time.perf_counter()
     res = linear_probe(x, y, x_val, y_val, {"test": (x_val, y_val)}, c)
     out["linear_grid_s"] = time.perf_counter() - t
