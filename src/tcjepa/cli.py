@@ -97,9 +97,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.run) / "viz")
     written = [masks_and_errors([args.run, *args.compare], args.images, out)]
     if load_run_config(args.run).method == "tcjepa":
-        written += word_maps(args.run, args.images, out, captions_per_image=args.captions)
-        if args.raw:
-            written += word_maps(args.run, args.images, out, captions_per_image=args.captions, rectified=False)
+        written += word_maps(args.run, args.images, out, captions_per_image=args.captions, raw=args.raw)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -306,10 +306,8 @@ def _figures(
     if tc_arms:
         from .viz import word_map_grid
 
-        if word_map_grid(tc_arms, out / "word_maps.png"):
-            names.append("word_maps")
-        if word_map_grid(tc_arms, out / "word_maps_raw.png", rectified=False):
-            names.append("word_maps_raw")
+        # One pass over the runs' checkpoints draws both views.
+        names += [p.stem for p in word_map_grid(tc_arms, out / "word_maps.png", raw_out=out / "word_maps_raw.png")]
     if plan.settings:
         methods = list(dict.fromkeys(a.method_label for a in plan.arms))
         values = {

@@ -4,7 +4,7 @@ predictor sees, and per-patch prediction error on the target blocks, TC-JEPA bes
 Scenes come from the ``test`` split with the evaluation seed, so figures of different runs show the
 same images. Maps are the conditioner's patch-word cosines averaged over predictor layers, read with the
 whole image as context (see :mod:`tcjepa.eval.grounding`): rectified on one shared scale as in the paper's
-Fig. 5, or raw (``rectified=False``), each panel on its own min-max scale. The raw view is what the pointing
+Fig. 5, and on request raw, each panel on its own min-max scale. The raw view is what the pointing
 game ranks, and the only informative one for a run in the dead zone, whose rectified maps are all zero.
 """
 
@@ -35,13 +35,10 @@ def _image(ax, img: torch.Tensor, title: str = "") -> None:
     ax.axis("off")
 
 
-def _overlay(
-    ax, img: torch.Tensor, heat: torch.Tensor, title: str, vmax: float | None = None, vmin: float = 0.0
-) -> None:
-    """``heat`` (g, g) upsampled to the image and drawn over a dimmed copy of it; ``vmax=None``: the panel's
-    own min-max range (what an argmax sees)."""
-    if vmax is None:
-        vmin, vmax = float(heat.min()), float(heat.max())
+def _overlay(ax, img: torch.Tensor, heat: torch.Tensor, title: str, vmax: float | None) -> None:
+    """``heat`` (g, g) upsampled to the image and drawn over a dimmed copy of it, on the colour range
+    0..vmax, or with ``vmax=None`` on the panel's own min-max range (what an argmax sees)."""
+    vmin, vmax = (0.0, vmax) if vmax is not None else (float(heat.min()), float(heat.max()))
     size = img.shape[-1]
     up = F.interpolate(heat[None, None].float(), size=(size, size), mode="nearest")[0, 0]
     ax.imshow(img.permute(1, 2, 0).numpy() * 0.45, interpolation="nearest")
@@ -57,19 +54,26 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _view(cos: torch.Tensor, rectified: bool) -> tuple[torch.Tensor, float, float | None, str]:
-    """The map to draw, its colour range (None: each panel its own) and a title fragment."""
-    if rectified:
-        cos = cos.clamp_min(0)
-        return cos, 0.0, float(cos.max()), f"rectified patch-word cosine (shared scale 0-{float(cos.max()):.2f})"
-    return cos, 0.0, None, "raw patch-word cosine, what the pointing game ranks (each panel on its own min-max scale)"
+def _view(cos: torch.Tensor, rectified: bool) -> tuple[torch.Tensor, float | None, str]:
+    """The maps to draw, their shared upper colour limit (None: each panel its own range) and a title."""
+    if not rectified:
+        return cos, None, "raw patch-word cosine, what the pointing game ranks (each panel on its own min-max scale)"
+    cos = cos.clamp_min(0)
+    vmax = float(cos.max())
+    return cos, vmax, f"rectified patch-word cosine (shared scale 0-{vmax:.2f})"
+
+
+def _views(raw: bool) -> tuple[bool, ...]:
+    """The ``rectified`` flags to draw: the paper's view always, the raw one on request."""
+    return (True, False) if raw else (True,)
 
 
 @torch.no_grad()
 def word_maps(
-    run: str | Path, images: list[int], out: Path, captions_per_image: int = 3, rectified: bool = True
+    run: str | Path, images: list[int], out: Path, captions_per_image: int = 3, raw: bool = False
 ) -> list[Path]:
-    """One PNG per image: a row per caption, a panel per word with its patch-word map."""
+    """One PNG per image: a row per caption, a panel per word with its rectified patch-word map; ``raw``
+    also writes ``word_maps_<i>_raw.png`` from the same cosines, unrectified."""
     cfg, method = load_run_method(run)
     if not getattr(method, "needs_text", False):
         raise ValueError(f"{run} is a {cfg.method} run: patch-word maps need a TC-JEPA run")
@@ -83,18 +87,20 @@ def word_maps(
         order = sorted(range(len(scene.captions)), key=lambda j: scene.caption_kinds[j] not in ("object", "relation"))
         caps = [scene.captions[j] for j in order[:captions_per_image]]
         text = TextInputs.from_batch(cache.batch([caps], len(caps)))
-        cos, vmin, vmax, what = _view(patch_word_cosines(method, item["image"][None], text)[0], rectified)  # (P, N, S)
+        cosines = patch_word_cosines(method, item["image"][None], text)[0]  # (P, N, S)
         tokens = [cache.encoder.tokens(c) for c in caps]
         cols = 1 + max(len(t) for t in tokens)
-        fig = Figure(figsize=(1.35 * cols, 1.55 * len(caps)))
-        FigureCanvasAgg(fig)
-        for r, (cap, toks) in enumerate(zip(caps, tokens)):
-            _image(fig.add_subplot(len(caps), cols, r * cols + 1), item["image"], textwrap.fill(cap, 24))
-            for w, tok in enumerate(toks):
-                ax = fig.add_subplot(len(caps), cols, r * cols + 2 + w)
-                _overlay(ax, item["image"], cos[:, r, w].view(grid, grid), tok, vmax, vmin)
-        fig.suptitle(f"{Path(run).name}, test scene {i}: {what}, mean over predictor layers", fontsize=8)
-        paths.append(_save(fig, out / f"word_maps_{i}{'' if rectified else '_raw'}.png"))
+        for rectified in _views(raw):
+            cos, vmax, what = _view(cosines, rectified)
+            fig = Figure(figsize=(1.35 * cols, 1.55 * len(caps)))
+            FigureCanvasAgg(fig)
+            for r, (cap, toks) in enumerate(zip(caps, tokens)):
+                _image(fig.add_subplot(len(caps), cols, r * cols + 1), item["image"], textwrap.fill(cap, 24))
+                for w, tok in enumerate(toks):
+                    ax = fig.add_subplot(len(caps), cols, r * cols + 2 + w)
+                    _overlay(ax, item["image"], cos[:, r, w].view(grid, grid), tok, vmax)
+            fig.suptitle(f"{Path(run).name}, test scene {i}: {what}, mean over predictor layers", fontsize=8)
+            paths.append(_save(fig, out / f"word_maps_{i}{'' if rectified else '_raw'}.png"))
     return paths
 
 
@@ -174,17 +180,18 @@ def masks_and_errors(runs: list[str | Path], images: list[int], out: Path) -> Pa
 
 @torch.no_grad()
 def word_map_grid(
-    runs: dict[str, str | Path], out: Path, images: tuple[int, ...] = (1, 2), rectified: bool = True
-) -> Path | None:
+    runs: dict[str, str | Path], out: Path, images: tuple[int, ...] = (1, 2), raw_out: Path | None = None
+) -> list[Path]:
     """Rows = TC-JEPA runs (e.g. the arms of a sparsity sweep), columns = the words of one relation or object
-    caption per image: the same scenes and sentences for every run. Rectified maps share one colour scale
-    per figure; raw maps are drawn each on its own range, since the pointing game only asks where a word's
-    map peaks (runs differ in cosine scale, and a dead-zone run is all negative). Runs on another image or
-    patch size than the first are left out (their maps would not line up)."""
+    caption per image: the same scenes and sentences for every run. ``out`` gets the rectified maps on one
+    colour scale; ``raw_out`` (optional) the same cosines unrectified, each panel on its own range, since
+    the pointing game only asks where a word's map peaks (runs differ in cosine scale, and a dead-zone run
+    is all negative). Runs on another image or patch size than the first are left out (their maps would
+    not line up). Returns the files written (none without a TC-JEPA run)."""
     loaded = {label: load_run_method(r) for label, r in runs.items()}
     loaded = {k: v for k, v in loaded.items() if getattr(v[1], "needs_text", False)}
     if not loaded:
-        return None
+        return []
     cfg0 = next(iter(loaded.values()))[0]
     same = (cfg0.data.image_size, cfg0.model.encoder.patch_size)
     loaded = {k: v for k, v in loaded.items() if (v[0].data.image_size, v[0].model.encoder.patch_size) == same}
@@ -197,35 +204,39 @@ def word_map_grid(
             key=lambda j: (scene.caption_kinds[j] != "relation", scene.caption_kinds[j] != "object"),
         )
         picks.append((i, ds[i]["image"], scene.captions[j]))
-    maps = {}
+    cosines, tokens = {}, {}
     for label, (cfg, method) in loaded.items():
         cache = build_caption_cache(cfg)
         grid = cfg.data.image_size // cfg.model.encoder.patch_size
         for i, image, cap in picks:
             text = TextInputs.from_batch(cache.batch([[cap]], 1))
-            cos = patch_word_cosines(method, image[None], text)[0, :, 0]  # (P, S)
-            maps[(label, i)] = (cos.view(grid, grid, -1), cache.encoder.tokens(cap))
-    cols = sum(1 + len(maps[(next(iter(loaded)), i)][1]) for i, _, _ in picks)
-    if rectified:
-        maps = {k: (m.clamp_min(0), t) for k, (m, t) in maps.items()}
-    vmax = max(float(m.max()) for m, _ in maps.values()) if rectified else None
-    fig = Figure(figsize=(1.1 * cols, 1.3 * len(loaded) + 0.4))
-    FigureCanvasAgg(fig)
-    for r, label in enumerate(loaded):
-        c = 0
-        for i, image, cap in picks:
-            cos, tokens = maps[(label, i)]
-            c += 1
-            ax = fig.add_subplot(len(loaded), cols, r * cols + c)
-            _image(ax, image, textwrap.fill(cap, 22) if r == 0 else "")
-            ax.text(-0.1, 0.5, label, transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=7)
-            for w, tok in enumerate(tokens):
+            cosines[(label, i)] = patch_word_cosines(method, image[None], text)[0, :, 0].view(grid, grid, -1)
+            tokens[(label, i)] = cache.encoder.tokens(cap)
+    # One tensor for every run and image, so that the rectified view shares one scale across the figure.
+    keys = list(cosines)
+    stacked = torch.cat([cosines[k].flatten() for k in keys])
+    sizes = [cosines[k].numel() for k in keys]
+    first = next(iter(loaded))
+    cols = sum(1 + len(tokens[(first, i)]) for i, _, _ in picks)
+    written = []
+    for rectified, path in ((True, out), (False, raw_out)):
+        if path is None:
+            continue
+        flat, vmax, what = _view(stacked, rectified)
+        maps = {k: m.view_as(cosines[k]) for k, m in zip(keys, flat.split(sizes))}
+        fig = Figure(figsize=(1.1 * cols, 1.3 * len(loaded) + 0.4))
+        FigureCanvasAgg(fig)
+        for r, label in enumerate(loaded):
+            c = 0
+            for i, image, cap in picks:
                 c += 1
-                _overlay(fig.add_subplot(len(loaded), cols, r * cols + c), image, cos[..., w], tok, vmax)
-    what = (
-        f"rectified patch-word cosine (shared scale 0-{vmax:.2f})"
-        if rectified
-        else "raw patch-word cosine, what the pointing game ranks (each panel on its own min-max scale)"
-    )
-    fig.suptitle(f"{what}, mean over predictor layers", fontsize=8)
-    return _save(fig, out)
+                ax = fig.add_subplot(len(loaded), cols, r * cols + c)
+                _image(ax, image, textwrap.fill(cap, 22) if r == 0 else "")
+                ax.text(-0.1, 0.5, label, transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=7)
+                for w, tok in enumerate(tokens[(label, i)]):
+                    c += 1
+                    ax = fig.add_subplot(len(loaded), cols, r * cols + c)
+                    _overlay(ax, image, maps[(label, i)][..., w], tok, vmax)
+        fig.suptitle(f"{what}, mean over predictor layers", fontsize=8)
+        written.append(_save(fig, path))
+    return written

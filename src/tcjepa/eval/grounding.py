@@ -12,6 +12,7 @@ hit rate of a uniformly random patch, i.e. the mean share of qualifying patches 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -119,7 +120,7 @@ class PointingResult:
             f"{prefix}/pointing_chance": self.chance,
             f"{prefix}/words": float(self.count),
         }
-        if self.agnostic == self.agnostic:  # not NaN
+        if not math.isnan(self.agnostic):
             out[f"{prefix}/pointing_agnostic"] = self.agnostic
         for kind, (acc, chance, _count) in self.by_kind.items():
             out[f"{prefix}/pointing_{kind}"] = acc
