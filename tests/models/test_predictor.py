@@ -107,6 +107,72 @@ def test_predictor_shapes_and_per_block_independence() -> None:
     torch.testing.assert_close(moved, out.flip(-2), rtol=0, atol=1e-5)
 
 
+def _strip_mask_positions(pred: Predictor, kc: int) -> Predictor:
+    """The bug under test, injected: the first block sees bare mask tokens (no target position added)."""
+
+    def hook(module, args):
+        x, *rest = args
+        bare = pred.mask_token.reshape(1, 1, -1).expand(x.shape[0], x.shape[1] - kc, -1)
+        return (torch.cat([x[:, :kc], bare], dim=1), *rest)
+
+    pred.blocks[0].register_forward_pre_hook(hook)
+    return pred
+
+
+def _assert_predictions_follow_target_positions(pred: Predictor) -> None:
+    """With the context fixed, what is predicted depends on where the targets are, and only through that."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 5, 24, generator=g)
+    ctx = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    a = torch.tensor([[[10, 11, 12], [13, 14, 15]], [[0, 1, 2], [3, 4, 15]]])
+    b = torch.tensor([[[5, 6, 7], [8, 9, 0]], [[10, 11, 12], [13, 14, 6]]])
+    with torch.no_grad():
+        pa, _ = pred(z, ctx, a)
+        pb, _ = pred(z, ctx, b)
+        # Other target positions, same context: every predicted token changes.
+        assert bool(((pa - pb).abs().amax(-1) > 1e-3).all()), "predictions ignore the target positions"
+        # Within one block, the tokens at different positions get different predictions.
+        for p in (pa, pb):
+            for i in range(p.shape[2]):
+                for j in range(i + 1, p.shape[2]):
+                    assert bool(((p[:, :, i] - p[:, :, j]).abs().amax(-1) > 1e-3).all()), (i, j)
+        # Equivariance: asking for the same positions in another order permutes the predictions alike.
+        for perm in ([2, 0, 1], [1, 2, 0], [0, 2, 1]):
+            moved, _ = pred(z, ctx, a[..., perm])
+            torch.testing.assert_close(moved, pa[:, :, perm], rtol=0, atol=1e-5)
+        # Per-image permutations of the target indices (gathered from the unpermuted prediction).
+        perms = torch.stack([torch.randperm(3, generator=g) for _ in range(4)]).view(2, 2, 3)
+        moved, _ = pred(z, ctx, a.gather(-1, perms))
+        expected = pa.gather(2, perms[..., None].expand(-1, -1, -1, pa.shape[-1]))
+        torch.testing.assert_close(moved, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("text_dim", [None, 12])
+def test_mask_tokens_carry_their_target_position(text_dim: int | None) -> None:
+    pred = _predictor(text_dim=text_dim)
+    _assert_predictions_follow_target_positions(pred)
+    # What the first block receives: context features + their positions, then mask_token + target positions.
+    seen: list[torch.Tensor] = []
+    pred.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    z, ctx = torch.randn(2, 5, 24), torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    tgt = torch.tensor([[[10, 11], [12, 13], [14, 15]], [[0, 1], [2, 3], [4, 15]]])
+    with torch.no_grad():
+        pred(z, ctx, tgt)
+        pos = sincos_pos_embed(16, 4)
+        want_masks = pred.mask_token.reshape(16) + pos[tgt]  # (B, M, Kt, d)
+        want_ctx = pred.embed(z) + pos[ctx]
+    x = seen[0].view(2, 3, 5 + 2, 16)
+    torch.testing.assert_close(x[:, :, 5:], want_masks, rtol=0, atol=1e-6)
+    torch.testing.assert_close(x[:, :, :5], want_ctx[:, None].expand(2, 3, 5, 16), rtol=0, atol=1e-6)
+
+
+def test_position_check_catches_mask_tokens_without_positions() -> None:
+    """The check above is not vacuous: a predictor whose mask tokens lack their positions fails it."""
+    broken = _strip_mask_positions(_predictor(), kc=5)
+    with pytest.raises(AssertionError):
+        _assert_predictions_follow_target_positions(broken)
+
+
 def test_conditioned_predictor_exposes_one_output_per_layer() -> None:
     pred = _predictor(text_dim=12)
     assert pred.conditioned and not _predictor().conditioned
