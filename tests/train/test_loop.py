@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from tcjepa.config import config_from_dict
 from tcjepa.methods.ijepa import IJEPA
@@ -126,6 +127,47 @@ def test_resume_from_a_kept_checkpoint(trained_run, tiny_cfg, run_overrides) -> 
     final = load_checkpoint(ckpt_dir / "latest.pt")["method"]
     reference = load_checkpoint(straight_dir / "checkpoints" / "latest.pt")["method"]
     assert all(torch.equal(v, reference[k]) for k, v in final.items())
+
+
+def test_optimizer_steps_with_the_scheduled_lr_and_weight_decay(tiny_cfg) -> None:
+    """What AdamW actually uses at each step, read from its param_groups as step() runs."""
+    seen: list[list[dict]] = []
+
+    def record(optimizer, args, kwargs) -> None:
+        assert isinstance(optimizer, torch.optim.AdamW)
+        seen.append(
+            [
+                {
+                    "lr": g["lr"],
+                    "weight_decay": g["weight_decay"],
+                    "apply_wd": g.get("apply_wd", True),
+                    "ndims": {p.ndim for p in g["params"]},
+                    "size": len(g["params"]),
+                }
+                for g in optimizer.param_groups
+            ]
+        )
+
+    cfg = tiny_cfg("train.steps=6", "train.batch_size=4", "train.monitor_every=0", "train.ckpt_every=0")
+    handle = register_optimizer_step_pre_hook(record)  # every optimizer.step(), wherever it is called
+    try:
+        pretrain(cfg, progress=False)
+    finally:
+        handle.remove()
+    assert len(seen) == cfg.train.steps
+    for step, groups in enumerate(seen):
+        decay = [g for g in groups if g["apply_wd"]]
+        no_decay = [g for g in groups if not g["apply_wd"]]
+        assert len(decay) == 1 and len(no_decay) == 1 and len(groups) == 2, step
+        for g in groups:
+            assert g["lr"] == pytest.approx(lr_at(cfg, step), rel=1e-12, abs=0), step
+        assert decay[0]["weight_decay"] == pytest.approx(wd_at(cfg, step), rel=1e-12, abs=0), step
+        assert no_decay[0]["weight_decay"] == 0.0, step  # exactly: biases, norms and other 1-D params
+        assert no_decay[0]["size"] > 0 and no_decay[0]["ndims"] <= {0, 1}, no_decay[0]["ndims"]
+        assert decay[0]["size"] > 0 and min(decay[0]["ndims"]) >= 2, decay[0]["ndims"]
+    # The schedules really move over these steps, so a loop that never updated the groups would fail above.
+    assert len({round(lr_at(cfg, s), 15) for s in range(cfg.train.steps)}) > 1
+    assert len({round(wd_at(cfg, s), 15) for s in range(cfg.train.steps)}) > 1
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
