@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import statistics
 
 import pytest
+from torch import nn
 
-from tcjepa.compare import run_compare
+import tcjepa.compare as compare
+from tcjepa.compare import has_context_encoder, run_compare
 from tcjepa.config import ConfigError
 from tcjepa.eval.suite import Suite
+from tcjepa.plots import read_metrics as read_rows
+from tcjepa.stats import sign_test
 from tcjepa.sweeps import load_sweep, plan_from_configs, sweeps
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -33,6 +39,29 @@ settings:
   default: {}
   small targets: {mask.target_scale: [0.1, 0.15]}
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def context_encoder_eval():
+    """A stand-in for ``runs.eval_target(run, encoder="context")`` while that keyword has not landed yet.
+
+    The real function is used as soon as it takes ``encoder``; the stand-in only swaps in the method's
+    context encoder, which is what the real one is specified to do.
+    """
+    real = compare.eval_target
+    if "encoder" in inspect.signature(real).parameters:
+        yield
+        return
+
+    def eval_target(path, encoder="target"):
+        target = real(path)
+        if encoder == "context":
+            target = dataclasses.replace(target, encoder=target.method.context_encoder)
+        return target
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compare, "eval_target", eval_target)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -72,21 +101,38 @@ def test_report_numbers_come_from_the_runs(compared) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["arms"] == [a.label for a in plan.arms] + ["random-init"]
     for arm in plan.arms:
-        per_seed = [json.loads((out / arm.slug / f"seed{s}" / "eval.json").read_text())["metrics"] for s in (0, 1)]
-        agg = report["metrics"][arm.label]["scene/shape/test"]
-        assert agg["values"] == [m["scene/shape/test"] for m in per_seed]
-        assert agg["mean"] == pytest.approx(statistics.fmean(agg["values"]))
-        assert agg["std"] == pytest.approx(statistics.stdev(agg["values"]))
+        for stem, section in (("eval", "metrics"), ("eval_context", "context_encoder_metrics")):
+            per_seed = {
+                str(s): json.loads((out / arm.slug / f"seed{s}" / f"{stem}.json").read_text())["metrics"]
+                for s in (0, 1)
+            }
+            agg = report[section][arm.label]["scene/shape/test"]
+            assert agg["values"] == {s: m["scene/shape/test"] for s, m in per_seed.items()}  # keyed by seed id
+            assert agg["mean"] == pytest.approx(statistics.fmean(agg["values"].values()))
+            assert agg["std"] == pytest.approx(statistics.stdev(agg["values"].values()))
     ref, other = plan.arms[0], plan.arms[1]
     a = report["metrics"][ref.label]["scene/count/test"]["values"]
     b = report["metrics"][other.label]["scene/count/test"]["values"]
     d = report["paired_vs_reference"][other.label]["scene/count/test"]
-    assert d["mean"] == pytest.approx(statistics.fmean([y - x for x, y in zip(a, b)]))
-    assert d["ahead"] == sum(y > x for x, y in zip(a, b)) and d["n"] == 2
+    assert d["mean"] == pytest.approx(statistics.fmean([b[s] - a[s] for s in a]))
+    assert d["ahead"] == sum(b[s] > a[s] for s in a) and d["n"] == 2 and d["seeds"] == [0, 1]
+    assert d["p_sign"] == sign_test([b[s] - a[s] for s in a]) and d["ci_low"] <= d["mean"] <= d["ci_high"]
     assert "grounding/pointing" in report["metrics"][other.label]
     assert "grounding/pointing" not in report["metrics"][ref.label]
     text = report_md.read_text()
     assert "## Paired differences against I-JEPA | default" in text
+    assert "smallest possible two-sided sign-test p is 0.5" in text and "not evidence on their own" in text
+    context = text.split("## Target encoder beside the context encoder")[1].split("\n## ")[0]
+    assert all(a.label.replace("|", r"\|") + ": context encoder" in context for a in plan.arms)
+    rows = [read_rows(out / a.slug / f"seed{s}") for a in plan.arms for s in (0, 1)]
+    setup = text.split("## Setup")[1].split("## Results")[0]
+    if all("ema_init_share" in r[-1] for r in rows):  # logged by the training loop
+        share = statistics.fmean(r[-1]["ema_init_share"] for r in rows[:2])
+        assert report["metrics"][ref.label]["train/ema_init_share"]["mean"] == pytest.approx(share)
+        # 3 steps leave nearly all of the random init in the target: the report must say so.
+        assert f"**{ref.label}: the evaluated target encoder is still" in setup
+    else:
+        assert f"{ref.label} not logged" in setup
     header = next(line for line in text.splitlines() if line.startswith("| metric | chance |"))
     assert header.count(" | ") == 2 + len(report["arms"]) - 1  # labels with "|" are escaped, not extra columns
     assert all(f"- {a.label}: " + ", ".join(f"`{o}`" for o in a.overrides) in text for a in plan.arms)
@@ -96,10 +142,30 @@ def test_report_numbers_come_from_the_runs(compared) -> None:
 
 def test_rerun_reuses_runs_and_evaluations(compared) -> None:
     plan, out, _ = compared
-    files = [out / a.slug / "seed1" / n for a in plan.arms for n in ("checkpoints/latest.pt", "eval.json")]
+    names = ("checkpoints/latest.pt", "eval.json", "eval_context.json")
+    files = [out / a.slug / "seed1" / n for a in plan.arms for n in names]
     before = {f: f.stat().st_mtime_ns for f in files}
     run_compare(plan, seeds=2, out=out, suite=TINY_SUITE, progress=False, command="test")
     assert {f: f.stat().st_mtime_ns for f in files} == before
+    # A missing context evaluation is redone on its own; the target's stays.
+    gone = out / plan.arms[0].slug / "seed1" / "eval_context.json"
+    gone.unlink()
+    run_compare(plan, seeds=2, out=out, suite=TINY_SUITE, progress=False, command="test")
+    assert gone.is_file() and json.loads(gone.read_text())["settings"]["suite"]["name"] == "tiny"
+    assert {f: f.stat().st_mtime_ns for f in files if f != gone} == {f: t for f, t in before.items() if f != gone}
+
+
+def test_context_evaluation_is_by_capability() -> None:
+    class Jepa(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.context_encoder = nn.Linear(2, 2)
+            self.target_encoder = nn.Linear(2, 2)
+
+    class TargetOnly(nn.Module):
+        encoder = None
+
+    assert has_context_encoder(Jepa()) and not has_context_encoder(TargetOnly())
 
 
 def test_a_bad_arm_fails_before_any_training(tmp_path) -> None:
@@ -118,7 +184,7 @@ def test_only_seeds_trains_those_and_reports_what_exists(tmp_path) -> None:
     run_compare(plan, seeds=2, out=tmp_path / "out", suite=TINY_SUITE, progress=False, only_seeds=[1])
     assert not (tmp_path / "out" / "a" / "seed0").exists() and (tmp_path / "out" / "a" / "seed1" / "eval.json").exists()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert len(report["metrics"]["A"]["scene/shape/test"]["values"]) == 1
+    assert list(report["metrics"]["A"]["scene/shape/test"]["values"]) == ["1"]  # the seed id, not a position
 
 
 def test_a_diverging_arm_is_recorded_and_the_others_go_on(tmp_path, monkeypatch) -> None:

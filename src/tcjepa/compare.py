@@ -1,7 +1,8 @@
 """``tcjepa compare``: train every arm of a plan for K seeds at equal budget, evaluate each, write a report.
 
 Layout under ``--out``: ``<arm>/seed<k>/`` is an ordinary run folder (config.yaml, metrics.jsonl,
-checkpoints/, eval.json, eval.md); ``random-init/seed<k>/eval.json`` is the untrained floor;
+checkpoints/, eval.json, eval.md of the EMA target encoder, and for JEPA methods eval_context.json,
+eval_context.md of the context encoder); ``random-init/seed<k>/eval.json`` is the untrained floor;
 ``report.md``, ``report.json`` and the figures sit at the top. Seeds are the outer loop, so an
 interrupted comparison already holds complete seeds; re-running the same command reuses finished runs
 and evaluations, resumes interrupted runs, and never retrains what is done.
@@ -15,15 +16,23 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from .config import Config, load_config
 from .eval.suite import SUITES, Suite, run_eval
-from .runs import checkpoint_step, eval_target, untrained_target
+from .runs import checkpoint_step, eval_target, load_run_method, untrained_target
 from .sweeps import Plan
 from .train.loop import TrainingDiverged, pretrain
 
 log = logging.getLogger("tcjepa.compare")
 FLOOR = "random-init"
 FAILED = "FAILED.txt"
+CONTEXT = "eval_context"  # file stem of the context-encoder evaluation beside eval.json
+
+
+def has_context_encoder(method) -> bool:
+    """JEPA methods train a context encoder beside the EMA target encoder; those get a second evaluation."""
+    return isinstance(getattr(method, "context_encoder", None), torch.nn.Module)
 
 
 def train_or_reuse(cfg: Config, progress: bool) -> Path:
@@ -38,8 +47,8 @@ def train_or_reuse(cfg: Config, progress: bool) -> Path:
     return pretrain(cfg, resume=step is not None, progress=progress)
 
 
-def _eval_is_current(folder: Path, suite: str, step: int | None) -> bool:
-    path = folder / "eval.json"
+def _eval_is_current(folder: Path, suite: str, step: int | None, stem: str = "eval") -> bool:
+    path = folder / f"{stem}.json"
     if not path.is_file():
         return False
     try:
@@ -52,6 +61,20 @@ def _eval_is_current(folder: Path, suite: str, step: int | None) -> bool:
 def arm_config(plan: Plan, arm, seed: int, out: Path, extra: list[str]) -> Config:
     overrides = [*plan.overrides, *arm.overrides, *extra, f"seed={seed}", f"run.dir={out / arm.slug / f'seed{seed}'}"]
     return load_config(arm.config or plan.base, overrides)
+
+
+def evaluate_run(run_dir: Path, suite: Suite, progress: bool) -> None:
+    """Evaluate the target encoder and, for JEPA methods, the context encoder, unless already current."""
+    step = checkpoint_step(run_dir)
+    target = None
+    if not _eval_is_current(run_dir, suite.name, step):
+        target = eval_target(run_dir)
+        run_eval(target, suite, out=run_dir, progress=progress)
+    if _eval_is_current(run_dir, suite.name, step, CONTEXT):
+        return
+    method = target.method if target is not None else load_run_method(run_dir)[1]
+    if has_context_encoder(method):
+        run_eval(eval_target(run_dir, encoder="context"), suite, out=run_dir, progress=progress, stem=CONTEXT)
 
 
 def run_compare(
@@ -101,8 +124,7 @@ def run_compare(
                 failed.write_text(f"{arm.label}, seed {seed}\n{e}\n")
                 log.error("%s, seed %d diverged; recorded in %s and left out of the report", arm.label, seed, failed)
                 continue
-            if not _eval_is_current(run_dir, suite.name, checkpoint_step(run_dir)):
-                run_eval(eval_target(run_dir), suite, out=run_dir, progress=progress)
+            evaluate_run(run_dir, suite, progress)
             timings.setdefault(arm.label, []).append(time.perf_counter() - t0)
         if plan.floor:
             done += 1

@@ -1,9 +1,10 @@
 """The comparison report: per arm and metric the mean, std and per-seed values; paired differences; figures.
 
-Numbers come only from the runs' own ``eval.json`` and ``metrics.jsonl`` files. Differences between two
-arms are paired by seed (same data stream, same initial weights where the models agree), which is
-what makes three seeds informative: the report gives the mean difference, its std over seeds and on
-how many seeds the arm came out ahead.
+Numbers come only from the runs' own ``eval.json``, ``eval_context.json`` and ``metrics.jsonl`` files.
+Differences between two arms are paired by seed id (same data stream, same initial weights where the
+models agree), never by position, so a failed seed in one arm drops only that seed's pair. The report
+gives the mean difference, its std, a 95% t interval, an exact sign-test p and on how many seeds the
+arm came out ahead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 from .config import Config
 from .eval.scene import SCENE_TASKS
 from .plots import colours_for, plot_bars, plot_curves, plot_sweep, read_metrics, series
+from .stats import min_sign_test_p, paired_summary
 from .sweeps import Plan
 
 FLOOR = "random-init"
@@ -70,6 +72,10 @@ DESCRIPTIONS = {
     "train/pos_frac": "positive patch-word cosines at the end (0 = dead zone)",
 }
 RAW = ("health/", "train/")  # metrics printed as numbers, not percentages
+EMA_SHARE = "train/ema_init_share"
+EMA_SHARE_WARN = 0.05  # above this the "trained" target encoder is still largely its random init
+
+PerSeed = dict[int, dict[str, float]]  # seed id -> that seed's metrics
 
 
 def training_stats(run_dir: Path) -> dict[str, float]:
@@ -82,6 +88,7 @@ def training_stats(run_dir: Path) -> dict[str, float]:
         ("rankme", "rankme"),
         ("attn_entropy_l*", "attn_entropy"),
         ("pred_vs_mean", "pred_vs_mean"),
+        ("ema_init_share", "ema_init_share"),
     ):
         s = series(rows, key)
         if s:
@@ -89,23 +96,27 @@ def training_stats(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def collect(plan: Plan, seeds: int, out: Path) -> dict[str, list[dict[str, float]]]:
-    """arm label -> one metric dict per seed (eval metrics + end-of-training monitors)."""
-    runs: dict[str, list[dict[str, float]]] = {}
+def collect(plan: Plan, seeds: int, out: Path, stem: str = "eval", monitors: bool = True) -> dict[str, PerSeed]:
+    """arm label -> seed id -> metrics (``<stem>.json`` metrics, + end-of-training monitors with ``monitors``).
+
+    Keyed by seed id so that a seed missing in one arm (failed or not run yet) cannot shift the others.
+    """
+    runs: dict[str, PerSeed] = {}
     labels = [(a.label, out / a.slug) for a in plan.arms] + ([(FLOOR, out / FLOOR)] if plan.floor else [])
     for label, folder in labels:
         for seed in range(seeds):
             d = folder / f"seed{seed}"
-            path = d / "eval.json"
+            path = d / f"{stem}.json"
             if not path.is_file():
                 continue
             metrics = json.loads(path.read_text())["metrics"]
-            runs.setdefault(label, []).append({**metrics, **training_stats(d)})
+            runs.setdefault(label, {})[seed] = {**metrics, **(training_stats(d) if monitors else {})}
     return runs
 
 
-def summarise(values: list[float]) -> dict:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
+def summarise(values: dict[int, float]) -> dict:
+    """Mean and std over seeds; ``values`` stays keyed by seed id (strings once in report.json)."""
+    vals = [v for v in values.values() if v is not None and math.isfinite(v)]
     return {
         "mean": statistics.fmean(vals) if vals else math.nan,
         "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
@@ -113,25 +124,26 @@ def summarise(values: list[float]) -> dict:
     }
 
 
-def aggregate(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, dict]]:
+def aggregate(runs: dict[str, PerSeed]) -> dict[str, dict[str, dict]]:
     out = {}
     for label, per_seed in runs.items():
-        keys = sorted(set().union(*per_seed))
-        out[label] = {k: summarise([r.get(k, math.nan) for r in per_seed]) for k in keys}
+        keys = sorted(set().union(*per_seed.values()))
+        out[label] = {k: summarise({s: r.get(k, math.nan) for s, r in per_seed.items()}) for k in keys}
     return out
 
 
-def paired(a: list[dict], b: list[dict], key: str) -> dict | None:
-    """b - a per seed: mean, std and how many seeds b is ahead."""
-    diffs = [y[key] - x[key] for x, y in zip(a, b) if key in x and key in y and math.isfinite(x[key] - y[key])]
+def paired(a: PerSeed, b: PerSeed, key: str) -> dict | None:
+    """b - a over the seed ids both arms have: mean, std, 95% CI, sign-test p and seeds b is ahead."""
+    common = sorted(set(a) & set(b))
+    diffs, used = [], []
+    for s in common:
+        x, y = a[s].get(key), b[s].get(key)
+        if x is not None and y is not None and math.isfinite(y - x):
+            diffs.append(y - x)
+            used.append(s)
     if not diffs:
         return None
-    return {
-        "mean": statistics.fmean(diffs),
-        "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
-        "ahead": sum(d > 0 for d in diffs),
-        "n": len(diffs),
-    }
+    return {**paired_summary(diffs), "seeds": used}
 
 
 def _fmt(key: str, mean: float, std: float | None = None) -> str:
@@ -140,6 +152,15 @@ def _fmt(key: str, mean: float, std: float | None = None) -> str:
     scale, digits = (1, 3) if key.startswith(RAW) else (100, 1)
     text = f"{scale * mean:.{digits}f}"
     return text if std is None else f"{text} ± {scale * std:.{digits}f}"
+
+
+def _paired_cell(key: str, d: dict | None) -> str:
+    if d is None:
+        return "—"
+    std = d["std"] if d["n"] > 1 else None
+    ci = "n/a" if d["ci_low"] is None else f"[{_fmt(key, d['ci_low'])}, {_fmt(key, d['ci_high'])}]"
+    p = "n/a" if d["p_sign"] is None else f"{d['p_sign']:.3g}"
+    return f"{_fmt(key, d['mean'], std)} ({d['ahead']}/{d['n']}); CI {ci}; p {p}"
 
 
 def _cell(text: str) -> str:
@@ -161,7 +182,7 @@ def _setup_lines(cfg: Config) -> list[str]:
     ]
 
 
-def _arm_lines(plan: Plan, runs: dict[str, list], seeds: int) -> list[str]:
+def _arm_lines(plan: Plan, runs: dict[str, PerSeed], seeds: int) -> list[str]:
     """Each arm's own overrides of the setup above, and its seed count where it is not the full one."""
     lines = []
     for a in plan.arms:
@@ -174,17 +195,83 @@ def _arm_lines(plan: Plan, runs: dict[str, list], seeds: int) -> list[str]:
     return ["- Arms (overrides on top of the setup above):", *["  " + x for x in lines]]
 
 
+def _ema_lines(arms: list[str], agg: dict) -> list[str]:
+    """Final share of the random init left in each arm's EMA target encoder (product of the momenta)."""
+    cells, warnings = [], []
+    for lab in arms:
+        share = agg[lab].get(EMA_SHARE, {}).get("mean", math.nan)
+        if not math.isfinite(share):
+            cells.append(f"{lab} not logged")
+            continue
+        cells.append(f"{lab} {100 * share:.2g}%" if share >= 1e-4 else f"{lab} <0.01%")
+        if share > EMA_SHARE_WARN:
+            warnings.append(
+                f"- **{lab}: the evaluated target encoder is still {100 * share:.0f}% its random initialisation "
+                f"(EMA init share {share:.3f} > {EMA_SHARE_WARN}); its probes partly measure the random init.**"
+            )
+    return [
+        "- EMA init share at the end (the random init left in the target encoder, mean over seeds): "
+        + "; ".join(cells)
+        + ".",
+        *warnings,
+    ]
+
+
+def _caveat_lines(n_metrics: int, n_arms: int, seeds: int) -> list[str]:
+    """Why the p-values in the paired table must not be read one by one."""
+    p_min = min_sign_test_p(seeds)
+    three = "" if seeds == 3 else " (with 3 seeds it is 0.25)"
+    return [
+        f"Many metrics are compared at once ({n_metrics} metrics x {n_arms} arm(s)), so some differences look "
+        "large by chance alone, and the p-values are uncorrected for that: they are not evidence on their own. "
+        f"With {seeds} paired seed(s) the smallest possible two-sided sign-test p is {p_min:.3g}{three}, whatever the "
+        "effect size. Read the confidence intervals and how consistently the arm is ahead across seeds instead.",
+    ]
+
+
+def _context_lines(keys: list[str], agg: dict, ctx: dict, arms: list[str], seeds: int) -> list[str]:
+    """Target (EMA) and context encoder side by side for the arms that have both evaluations."""
+    both = [lab for lab in arms if lab in ctx]
+    rows = [k for k in keys if not k.startswith("train/") and any(k in ctx[lab] for lab in both)]
+    if not both or not rows:
+        return []
+    lines = [
+        "",
+        "## Target encoder beside the context encoder (JEPA arms)",
+        "",
+        "The tables above evaluate the EMA target encoder; these columns repeat it beside the context encoder "
+        "(the one the gradient trains), read from each run's `eval_context.json`. Mean ± std over seeds.",
+        "",
+        "| metric | " + " | ".join(f"{_cell(lab)}: target | {_cell(lab)}: context encoder" for lab in both) + " |",
+        "|---" * (2 * len(both) + 1) + "|",
+    ]
+    for k in rows:
+        cells = []
+        for lab in both:
+            for src in (agg[lab], ctx[lab]):
+                cells.append(_fmt(k, src[k]["mean"], src[k]["std"] if seeds > 1 else None) if k in src else "—")
+        lines.append(f"| {DESCRIPTIONS.get(k, k)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(
     plan: Plan, seeds: int, out: Path, cfgs: dict, suite: str, command: str, timings: dict[str, list[float]]
 ) -> Path:
     runs = collect(plan, seeds, out)
     agg = aggregate(runs)
+    context_runs = collect(plan, seeds, out, stem="eval_context", monitors=False)
+    ctx = aggregate(context_runs)
     labels = list(runs)
     colours = colours_for(labels)
     arms = [a.label for a in plan.arms if a.label in runs]
     keys = [k for k in (plan.key_metrics or KEY_METRICS) if any(k in agg[lab] for lab in labels)]
     ref = arms[0] if arms else None
     pairs = {lab: {k: paired(runs[ref], runs[lab], k) for k in keys} for lab in arms[1:]} if ref else {}
+    context_vs_target = {
+        lab: {k: paired(runs[lab], context_runs[lab], k) for k in keys if not k.startswith("train/")}
+        for lab in arms
+        if lab in context_runs
+    }
     chance = {
         k: next((agg[lab][f"chance/{k}"]["mean"] for lab in labels if f"chance/{k}" in agg[lab]), None) for k in keys
     }
@@ -199,6 +286,8 @@ def write_report(
         "reference": ref,
         "metrics": agg,
         "paired_vs_reference": pairs,
+        "context_encoder_metrics": ctx,
+        "context_minus_target": context_vs_target,  # context - target, paired by seed
         "machine": f"{platform.machine()} CPU x{os.cpu_count()}, torch {torch.__version__}",
         "wall_seconds_this_invocation": {k: sum(v) for k, v in timings.items()},
         "configs": {a.label: cfgs[(0, a.slug)].to_dict() for a in plan.arms},
@@ -218,6 +307,7 @@ def write_report(
         "",
         *_setup_lines(cfg0),
         *_arm_lines(plan, runs, seeds),
+        *_ema_lines(arms, agg),
         "",
         "All arms of a seed see the same data stream and start from the same weights where the models agree. "
         "Accuracies in % (mean ± std over seeds); chance = the most frequent training class.",
@@ -237,32 +327,37 @@ def write_report(
             f"| {DESCRIPTIONS.get(k, k)} | {_fmt(k, c) if c is not None else ''} | " + " | ".join(cells) + " |"
         )
     if pairs:
+        # The floor p the sign test can reach depends on the seeds actually paired, not on those planned.
+        n_paired = max((d["n"] for per in pairs.values() for d in per.values() if d), default=seeds)
         lines += [
             "",
             f"## Paired differences against {ref} (same seed)",
             "",
-            "Mean difference ± std over seeds, and on how many seeds the arm is ahead.",
+            "Mean difference ± std over the seeds both arms have (paired by seed id), on how many of them the "
+            "arm is ahead, the 95% confidence interval of the mean difference (Student t; n/a below 2 seeds) and "
+            "the two-sided exact sign-test p (ties dropped).",
+            "",
+            *_caveat_lines(len(keys), len(pairs), n_paired),
             "",
             "| metric | " + " | ".join(map(_cell, pairs)) + " |",
             "|---" * (len(pairs) + 1) + "|",
         ]
         for k in keys:
-            cells = []
-            for lab in pairs:
-                d = pairs[lab][k]
-                if d is None:
-                    cells.append("—")
-                else:
-                    std = d["std"] if d["n"] > 1 else None
-                    cells.append(f"{_fmt(k, d['mean'], std)} ({d['ahead']}/{d['n']})")
-            lines.append(f"| {DESCRIPTIONS.get(k, k)} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {DESCRIPTIONS.get(k, k)} | " + " | ".join(_paired_cell(k, pairs[lab][k]) for lab in pairs) + " |"
+            )
+    lines += _context_lines(keys, agg, ctx, arms, seeds)
     failures = sorted(out.glob("*/seed*/FAILED.txt"))
     if failures:
         lines += ["", "## Failed runs (left out of every number above)", ""]
         for f in failures:
             lines.append(f"- `{f.parent.relative_to(out)}`: " + " ".join(f.read_text().split())[:400])
     lines += ["", "## Figures", ""] + [f"![{name}]({name}.png)" for name in figures]
-    lines += ["", "Per-run folders hold `eval.md` (every probe), `metrics.jsonl` and the checkpoints."]
+    lines += [
+        "",
+        "Per-run folders hold `eval.md` (every probe of the target encoder), `eval_context.md` (the context "
+        "encoder, JEPA runs), `metrics.jsonl` and the checkpoints.",
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

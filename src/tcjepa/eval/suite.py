@@ -243,8 +243,9 @@ def run_eval(
     last4: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    stem: str = "eval",
 ) -> dict:
-    """Evaluate and, with ``out``, write ``out/eval.json`` and ``out/eval.md``; returns the JSON object."""
+    """Evaluate and, with ``out``, write ``out/<stem>.json`` and ``out/<stem>.md``; returns the JSON object."""
     if isinstance(suite, str):
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
@@ -255,8 +256,8 @@ def run_eval(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-        (out / "eval.md").write_text(eval_markdown(result))
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / f"{stem}.md").write_text(eval_markdown(result))
     return result
 
 
