@@ -308,3 +308,51 @@ def test_mask_batch_to_moves_both_tensors() -> None:
     batch = MultiBlockMaskSampler(8)(4, _gen(0))
     moved = batch.to("cpu")
     assert torch.equal(moved.context, batch.context) and torch.equal(moved.targets, batch.targets)
+
+
+def test_reference_draw_caps_the_context_block_below_the_grid():
+    """On 8x8 the reference sampler's context block is always 7x7; the independent draw may use 8x8."""
+    ref = MultiBlockMaskSampler(8, MaskConfig())
+    old = MultiBlockMaskSampler(8, MaskConfig(draw="independent"))
+    g = torch.Generator().manual_seed(0)
+    ref_blocks = {ref(4, g).stats["mask_context_block"] for _ in range(50)}
+    old_blocks = {old(4, g).stats["mask_context_block"] for _ in range(50)}
+    assert ref_blocks == {49.0}
+    assert 64.0 in old_blocks
+
+
+def test_reference_draw_ties_target_aspect_to_scale():
+    """One uniform draw sets scale and aspect: across batches, taller blocks never come with smaller areas."""
+    sampler = MultiBlockMaskSampler(16, MaskConfig(target_scale=(0.05, 0.3), target_aspect=(0.5, 2.0)))
+    g = torch.Generator().manual_seed(1)
+    sizes = {sampler._draw_sizes(g)[0] for _ in range(200)}
+    by_height = sorted(sizes)
+    areas = [h * w for h, w in by_height]
+    assert len(sizes) > 3
+    # With one draw, h = round(sqrt(N s a)) grows with the draw, so the area grows with h (up to rounding).
+    assert all(b >= a - max(h for h, _ in by_height) for a, b in zip(areas, areas[1:]))
+    independent = MultiBlockMaskSampler(
+        16, MaskConfig(target_scale=(0.05, 0.3), target_aspect=(0.5, 2.0), draw="independent")
+    )
+    wide_and_tall = {independent._draw_sizes(g)[0] for _ in range(200)}
+    assert len(wide_and_tall) > len(sizes)  # two draws reach many more shapes than one
+
+
+def test_mask_stats_report_truncation_and_fallbacks():
+    sampler = MultiBlockMaskSampler(8, MaskConfig())
+    batch = sampler(32, torch.Generator().manual_seed(0))
+    s = batch.stats
+    assert s["mask_context_kept"] == batch.context.shape[1]
+    assert s["mask_context_kept"] <= s["mask_context_placed"] <= s["mask_context_block"]
+    assert s["mask_target_patches"] == batch.targets.shape[2]
+    assert s["mask_fallback_images"] == 0 and s["mask_fallback_batch"] == 0
+    # A mask setting that leaves no room forces the fallback, and it is counted.
+    crowded = MultiBlockMaskSampler(8, MaskConfig(target_scale=(0.5, 0.6), num_targets=8, min_keep=1))
+    crowded.max_rounds = 0
+    stats = crowded(8, torch.Generator().manual_seed(0)).stats
+    assert stats["mask_fallback_images"] == 8 and stats["mask_fallback_batch"] == 1
+
+
+def test_unknown_draw_is_rejected_by_name():
+    with pytest.raises(ValueError, match="mask.draw"):
+        MultiBlockMaskSampler(8, MaskConfig(draw="nope"))

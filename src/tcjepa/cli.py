@@ -31,7 +31,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from .train.loop import pretrain
 
     cfg = _config(args)
-    run_dir = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    run_dir = pretrain(
+        cfg, resume=args.resume, progress=not args.no_progress, allow_schedule_change=args.allow_schedule_change
+    )
     print(f"run written to {run_dir}")
     return 0
 
@@ -107,10 +109,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.suite import run_eval
     from .runs import eval_target
 
-    target = eval_target(args.target)
+    try:
+        target = eval_target(args.target, encoder=args.encoder)
+    except ValueError as e:  # e.g. --encoder context on an exported encoder: a message for a person
+        print(f"tcjepa: error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path(args.target)
-    result = run_eval(target, args.suite, out, last4=args.last4, device=args.device, progress=not args.no_progress)
-    print(f"wrote {out / 'eval.json'} and {out / 'eval.md'} ({result['settings']['seconds']} s)")
+    stem = "eval" if args.encoder == "target" else f"eval_{args.encoder}"  # never overwrite the target's eval.json
+    result = run_eval(
+        target, args.suite, out, last4=args.last4, device=args.device, progress=not args.no_progress, stem=stem
+    )
+    print(f"wrote {out / f'{stem}.json'} and {out / f'{stem}.md'} ({result['settings']['seconds']} s)")
     return 0
 
 
@@ -150,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML preset, e.g. configs/demo.yaml")
     _add_overrides(p)
     p.add_argument("--resume", action="store_true", help="continue the run in run.dir from checkpoints/latest.pt")
+    p.add_argument(
+        "--allow-schedule-change",
+        action="store_true",
+        help="with --resume: accept a changed train.steps (the lr, wd and EMA schedules then change mid-run)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
 
@@ -203,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="RUN_OR_ENCODER", help="a run folder or an exported encoder folder")
     p.add_argument("--suite", default="quick", choices=["quick", "full"])
     p.add_argument("--out", help="folder for eval.json and eval.md (default: the target folder)")
+    p.add_argument(
+        "--encoder",
+        default="target",
+        choices=["target", "context"],
+        help="target: the EMA target encoder (default; eval.json/md); context: the run's context encoder, "
+        "written to eval_context.json/md (grounding always uses the context encoder + predictor)",
+    )
     p.add_argument("--last4", action="store_true", help="concatenate the last 4 blocks' average pools (I-JEPA)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")

@@ -77,6 +77,7 @@ class MaskSection:
     target_aspect: tuple[float, float] = (0.75, 1.5)
     num_targets: int = 4
     min_keep: int = 10
+    draw: str = "reference"  # reference|independent: how block sizes are drawn (tcjepa/masks.py)
 
 
 @dataclass
@@ -96,10 +97,13 @@ class OptimConfig:
     lr: float = 1e-3
     start_lr: float = 2e-4
     final_lr: float = 1e-6
-    warmup_steps: int = 0  # 0 = 10% of train.steps
+    warmup_steps: int | None = None  # None: warmup_fraction x train.steps; 0: no warm-up
+    warmup_fraction: float = 0.1
     weight_decay: float = 0.04
     final_weight_decay: float = 0.4
     betas: tuple[float, float] = (0.9, 0.999)
+    # Momentum, linear from start to end over train.steps. The paper's 0.996 suits ~10^5 steps; short runs
+    # need a lower start, or the target encoder stays mostly its random init (see ema_init_share).
     ema: tuple[float, float] = (0.996, 1.0)
     grad_clip: float = 0.0  # 0 = off
 
@@ -152,6 +156,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_error": ("raise", "skip"),
     "text.cache_dtype": ("fp32", "fp16", "int8"),
     "loss.pred": ("smooth_l1", "l2"),
+    "mask.draw": ("reference", "independent"),
     "loss.sparse_form": ("paper", "mean", "margin", "topk", "entropy", "none"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -360,7 +365,6 @@ def validate(cfg: Config) -> None:
         "train.ckpt_every",
         "train.keep_every",
         "train.monitor_every",
-        "optim.warmup_steps",
         "loss.sparse_warmup_steps",
         "data.num_workers",
         "mask.min_keep",
@@ -389,6 +393,10 @@ def validate(cfg: Config) -> None:
         _check(flat[key] >= 0, f"config key '{key}' must be >= 0, got {flat[key]}")
     m0, m1 = cfg.optim.ema
     _check(0 <= m0 <= m1 <= 1, f"config key 'optim.ema' must satisfy 0 <= start <= end <= 1, got [{m0}, {m1}]")
+    w = cfg.optim.warmup_steps
+    _check(w is None or w >= 0, f"config key 'optim.warmup_steps' must be >= 0 (0 = no warm-up), got {w}")
+    f = cfg.optim.warmup_fraction
+    _check(0 <= f < 1, f"config key 'optim.warmup_fraction' must satisfy 0 <= fraction < 1, got {f}")
     _check(cfg.loss.sparse_topk >= 1, "config key 'loss.sparse_topk' must be >= 1")
     _check(
         cfg.text.encoder in ("minilm", "hashed") or cfg.text.encoder.startswith("hf:"),

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tcjepa.config import load_config
-from tcjepa.train.schedules import ema_at, lr_at, ramp, warmup_steps, wd_at
+from tcjepa.train.schedules import ema_at, ema_init_share, lr_at, ramp, warmup_steps, wd_at
 
 
 @pytest.fixture
@@ -36,7 +36,8 @@ def test_default_warmup_is_ten_percent() -> None:
     cfg = load_config(None, ["train.steps=200"])
     assert warmup_steps(cfg) == 20
     assert lr_at(cfg, 20) == pytest.approx(cfg.optim.lr)
-    assert warmup_steps(load_config(None, ["train.steps=3"])) == 1
+    assert warmup_steps(load_config(None, ["train.steps=3"])) == 0  # round(0.1 x 3)
+    assert warmup_steps(load_config(None, ["train.steps=100", "optim.warmup_steps=0"])) == 0  # 0 = no warm-up
 
 
 def test_weight_decay_cosine_ramp(cfg) -> None:
@@ -64,3 +65,15 @@ def test_ema_momentum_linear(cfg) -> None:
 def test_ramp() -> None:
     assert [ramp(s, 10) for s in (0, 1, 5, 10, 11, 100)] == pytest.approx([0.0, 0.1, 0.5, 1.0, 1.0, 1.0])
     assert ramp(0, 0) == 1.0 and ramp(7, 0) == 1.0
+
+
+def test_ema_init_share_is_the_product_of_momenta():
+    cfg = load_config(None, ["train.steps=300", "optim.ema=[0.996, 1.0]"])
+    expected = 1.0
+    for t in range(300):
+        expected *= ema_at(cfg, t)
+    assert abs(ema_init_share(cfg, 300) - expected) < 1e-12
+    assert 0.5 < ema_init_share(cfg, 300) < 0.6  # the old demo: the target was 55% its initialisation
+    short = load_config(None, ["train.steps=300", "optim.ema=[0.98, 0.999]"])
+    assert ema_init_share(short, 300) < 0.05
+    assert ema_init_share(cfg, 0) == 1.0

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import Config
 from ..masks import MaskConfig, MultiBlockMaskSampler
 from .captions import CaptionCache, sample_captions
-from .transforms import random_resized_crop
+from .transforms import random_resized_crop_counted
 
 STREAM_IMAGES, STREAM_CAPTIONS, STREAM_MASKS = 1, 2, 3
 
@@ -65,7 +65,7 @@ def mask_sampler_for(cfg: Config) -> MultiBlockMaskSampler:
     m = cfg.mask
     grid = cfg.data.image_size // cfg.model.encoder.patch_size
     return MultiBlockMaskSampler(
-        grid, MaskConfig(m.context_scale, m.target_scale, m.target_aspect, m.num_targets, m.min_keep)
+        grid, MaskConfig(m.context_scale, m.target_scale, m.target_aspect, m.num_targets, m.min_keep, m.draw)
     )
 
 
@@ -128,16 +128,21 @@ def assemble_batch(
     cache: CaptionCache | None,
     crop: bool = True,
 ) -> dict:
-    """Images (optionally cropped), masks and, with a cache, N sampled captions per image as word states."""
+    """Images (optionally cropped), masks and, with a cache, N sampled captions per image as word states.
+
+    ``stats`` counts what would otherwise pass silently: crops that fell back to the full image, mask
+    fallback placements, images without any usable caption, and captions dropped as empty or duplicate.
+    """
     g_img, g_cap, g_mask = gens
     scale = cfg.data.crop_scale if crop else (1.0, 1.0)
-    images = torch.stack([random_resized_crop(s["image"], scale, g_img) for s in samples])
+    cropped = [random_resized_crop_counted(s["image"], scale, g_img) for s in samples]
+    images = torch.stack([image for image, _ in cropped])
     mask_batch = masks(len(samples), g_mask)
     batch: dict = {
         "images": images,
         "mask_context": mask_batch.context,
         "mask_targets": mask_batch.targets,
-        "stats": {},
+        "stats": {**mask_batch.stats, "crop_fallback_images": float(sum(fell for _, fell in cropped))},
     }
     if cache is not None:
         n = cfg.text.num_captions
@@ -145,6 +150,12 @@ def assemble_batch(
         hits, misses = cache.stats["hits"], cache.stats["misses"]
         batch.update(cache.batch(sampled, n))
         batch["captions"] = sampled
+        usable = batch["caption_mask"].sum(1)  # after the encoder: a caption without tokens is absent too
+        unique = [len({c.strip() for c in s["captions"] if c and c.strip()}) for s in samples]
+        batch["stats"]["captions_captionless"] = float((usable == 0).sum())
+        batch["stats"]["captions_dropped"] = float(
+            sum(len(s["captions"]) - u for s, u in zip(samples, unique)) + sum(len(c) for c in sampled) - int(usable.sum())
+        )
         new_hits = cache.stats["hits"] - hits
         batch["stats"]["text_cache_hit_rate"] = new_hits / max(1, new_hits + cache.stats["misses"] - misses)
     return batch

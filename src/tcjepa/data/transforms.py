@@ -19,8 +19,18 @@ def random_resized_crop(
     ``image`` is (3, H, W) float. With scale (1, 1) the image is returned unchanged, which is the
     default for ``shapes``: its captions name positions, and a crop would make them false.
     """
+    return random_resized_crop_counted(image, scale, generator, ratio)[0]
+
+
+def random_resized_crop_counted(
+    image: torch.Tensor,
+    scale: tuple[float, float],
+    generator: torch.Generator,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[torch.Tensor, bool]:
+    """:func:`random_resized_crop` plus whether it fell back to the full image, so callers can count it."""
     if scale[0] >= 1.0:
-        return image
+        return image, False
     _, h, w = image.shape
     area = h * w
     for _ in range(10):
@@ -34,5 +44,6 @@ def random_resized_crop(
             top = int(torch.randint(0, h - ch + 1, (), generator=generator))
             left = int(torch.randint(0, w - cw + 1, (), generator=generator))
             crop = image[:, top : top + ch, left : left + cw]
-            return F.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
-    return image  # no valid crop found in 10 tries: keep the full image (torchvision falls back likewise)
+            resized = F.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+            return resized[0], False
+    return image, True  # no valid crop in 10 tries: the full image (torchvision falls back likewise), counted

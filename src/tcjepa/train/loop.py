@@ -37,7 +37,7 @@ from .checkpoint import (
 )
 from .monitors import DeadZoneAlarm, FixedBatchMonitor
 from .online_probe import OnlineProbe
-from .schedules import ema_at, lr_at, wd_at
+from .schedules import ema_at, ema_init_share, lr_at, wd_at
 
 log = logging.getLogger("tcjepa.train")
 
@@ -85,8 +85,56 @@ def _cond_grad_norms(method: torch.nn.Module) -> dict[str, float]:
     return {f"grad_norm_cond_{k}": math.sqrt(v) for k, v in sums.items()}
 
 
-def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
-    """Train ``cfg.method`` for ``cfg.train.steps`` steps; returns the run folder."""
+# A run whose EMA target keeps more of its random initialisation than this is flagged at start.
+INIT_SHARE_WARN = 0.05
+
+
+def _warn_ema_horizon(cfg: Config) -> None:
+    share = ema_init_share(cfg, cfg.train.steps)
+    if share > INIT_SHARE_WARN:
+        log.warning(
+            "with optim.ema=%s over train.steps=%d the EMA target encoder (the one evaluated and exported) will "
+            "still be %.0f%% its random initialisation at the end. Lower optim.ema's start (e.g. [0.98, 0.999] "
+            "for runs of a few hundred steps) or train longer.",
+            list(cfg.optim.ema),
+            cfg.train.steps,
+            100 * share,
+        )
+
+
+class _WindowStats:
+    """Means of the per-batch data statistics over a logging window, so no batch's fallback goes unseen."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.totals: dict[str, float] = {}  # whole-run sums of the counters (``*_images``, ``*_batch``, ...)
+
+    def add(self, stats: dict) -> None:
+        self.count += 1
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            if k.endswith(COUNTER_SUFFIXES):
+                self.totals[k] = self.totals.get(k, 0.0) + float(v)
+
+    def flush(self) -> dict[str, float]:
+        out = {k: v / max(1, self.count) for k, v in self.sums.items()}
+        out.update({f"{k}_total": v for k, v in self.totals.items()})
+        self.sums, self.count = {}, 0
+        return out
+
+
+COUNTER_SUFFIXES = ("_images", "_batch", "_dropped", "_captionless")
+
+
+def pretrain(
+    cfg: Config, resume: bool = False, progress: bool = True, allow_schedule_change: bool = False
+) -> Path:
+    """Train ``cfg.method`` for ``cfg.train.steps`` steps; returns the run folder.
+
+    Resuming with another ``train.steps`` is refused unless ``allow_schedule_change``: every schedule (lr,
+    weight decay, EMA) is a function of the run length, so the resumed run would follow a different curve.
+    """
     run_dir = resolve_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
     latest = ckpt_dir / "latest.pt"
@@ -108,17 +156,22 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
     if resume:
         state = load_checkpoint(latest, map_location=device)
         check_compatible(latest, state["config"], cfg.to_dict())
-        if state["config"]["train"]["steps"] != cfg.train.steps:
-            log.warning(
-                "train.steps changed from %s to %s: schedules are recomputed for the new length",
-                state["config"]["train"]["steps"],
-                cfg.train.steps,
-            )
+        old_steps = state["config"]["train"]["steps"]
+        if old_steps != cfg.train.steps:
+            if not allow_schedule_change:
+                raise CheckpointError(
+                    f"{latest} was trained with train.steps={old_steps}, this run asks for {cfg.train.steps}. "
+                    "The lr, weight-decay and EMA schedules depend on train.steps, so resuming would switch "
+                    f"to other curves mid-run. Resume with train.steps={old_steps}, or pass "
+                    "--allow-schedule-change to accept the new schedules."
+                )
+            log.warning("train.steps changed from %s to %s: schedules are recomputed", old_steps, cfg.train.steps)
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         start_step = state["step"]
         log.info("resumed %s at step %d", run_dir, start_step)
+    _warn_ema_horizon(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     metrics_path = run_dir / "metrics.jsonl"
@@ -166,6 +219,8 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
         dynamic_ncols=True,
     )
     window_start, window_images = time.perf_counter(), 0
+    window = _WindowStats()
+    init_share = ema_init_share(cfg, start_step)  # updated by each step's momentum below
     step = start_step
     with open(metrics_path, "a") as metrics_file:
         for step, batch in zip(range(start_step, cfg.train.steps), loader):
@@ -176,7 +231,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                     group["weight_decay"] = wd
             logging_step = step % cfg.train.log_every == 0 or step == cfg.train.steps - 1
             method.collect_stats = logging_step
-            data_stats = batch.pop("stats", {})
+            window.add(batch.pop("stats", {}))
             batch = to_device(batch, device)
             with autocast:
                 loss, metrics = forward(batch)
@@ -202,6 +257,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
             cond_norms = _cond_grad_norms(method) if logging_step else {}
             optimizer.step()
             method.after_step(step)
+            init_share *= ema_at(cfg, step)
             window_images += cfg.train.batch_size
             bar.update(1)
 
@@ -213,10 +269,11 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True) -> Path:
                     "lr": lr,
                     "wd": wd,
                     "ema": ema_at(cfg, step),
+                    "ema_init_share": init_share,  # after this step's update
                     "grad_norm": grad_norm,
                     **cond_norms,
                     "img_per_s": window_images / max(elapsed, 1e-9),
-                    **data_stats,
+                    **window.flush(),
                 }
                 if monitor is not None and (step % cfg.train.monitor_every == 0 or step == cfg.train.steps - 1):
                     record.update(monitor(method))
