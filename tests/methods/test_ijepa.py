@@ -50,6 +50,35 @@ def test_ema_update_is_exact(method) -> None:
         assert torch.equal(p, c)  # the context encoder is untouched
 
 
+def test_ema_moves_the_target_by_the_scheduled_momentum(method, make_batch, add_text) -> None:
+    """target <- m * target + (1 - m) * context with m = ema_at(cfg, step), for two steps whose m differ."""
+    cfg = method.cfg
+    steps = (0, (3 * cfg.train.steps) // 4)
+    momenta = [ema_at(cfg, s) for s in steps]
+    assert momenta[0] != momenta[1] and all(m < 1 for m in momenta)  # so a wrong step or m would show
+    # Even m from the neighbouring step moves the result by 3 * |dm|, far beyond the tolerance below.
+    assert all(3 * abs(ema_at(cfg, s + 1) - m) > 1e-5 for s, m in zip(steps, momenta))
+    method(add_text(make_batch()))[0].backward()  # context encoder and predictor hold gradients
+    for k, (step, m) in enumerate(zip(steps, momenta)):
+        with torch.no_grad():  # known, far-apart values: context ~ +3, target ~ -2, distinct per element
+            for i, p in enumerate(method.context_encoder.parameters()):
+                p.copy_(3.0 + k + torch.linspace(-1.0, 1.0, p.numel()).view_as(p) * (i % 5 + 1) / 5)
+            for i, p in enumerate(method.target_encoder.parameters()):
+                p.copy_(-2.0 - k + torch.linspace(1.0, -1.0, p.numel()).view_as(p) * (i % 3 + 1) / 3)
+        target = [p.detach().clone() for p in method.target_encoder.parameters()]
+        context = [p.detach().clone() for p in method.context_encoder.parameters()]
+        predictor = [p.detach().clone() for p in method.predictor.parameters()]
+        method.after_step(step)
+        for (name, new), t, c in zip(method.target_encoder.named_parameters(), target, context):
+            expected = (m * t.double() + (1.0 - m) * c.double()).float()  # the exact value, rounded once
+            # float32 rounding only (a few ulp of |x| <= 6); |context - target| >= 3 everywhere.
+            torch.testing.assert_close(new, expected, rtol=0, atol=2e-6, msg=f"{name} at step {step}")
+            assert not new.requires_grad and new.grad is None, name
+        for p, c in zip(method.context_encoder.parameters(), context):
+            assert torch.equal(p, c)  # the context encoder is untouched
+        assert all(torch.equal(p, q) for p, q in zip(method.predictor.parameters(), predictor))
+
+
 def test_param_groups(method) -> None:
     groups = method.param_groups()
     decay = [g for g in groups if g.get("apply_wd", True)]
