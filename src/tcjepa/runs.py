@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -50,21 +51,75 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / "config.yaml").is_file() and (Path(path) / "checkpoints" / "latest.pt").is_file()
 
 
-def eval_target(path: str | Path):
-    """An :class:`~tcjepa.eval.suite.EvalTarget` from a run folder or an exported encoder folder."""
+ENCODERS = ("target", "context")
+
+
+def logged_ema_init_share(run_dir: str | Path, step: int | None = None) -> float | None:
+    """``ema_init_share`` of the last metrics.jsonl record before ``step`` (the checkpoint), None if not logged.
+
+    Records past the checkpoint (logged before a crash that lost the next checkpoint) do not describe the
+    weights being evaluated, so they are skipped; a torn last line is skipped too.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or (step is not None and record.get("step", -1) >= step):
+            continue
+        value = record.get("ema_init_share")
+        return None if value is None else float(value)
+    return None
+
+
+def eval_target(path: str | Path, encoder: str = "target"):
+    """An :class:`~tcjepa.eval.suite.EvalTarget` from a run folder or an exported encoder folder.
+
+    ``encoder="target"`` reads the EMA target encoder (``method.encoder``, what downstream users get);
+    ``"context"`` reads the JEPA context encoder, which gradient descent trains directly: the one to look
+    at when the EMA target is still largely its random initialisation (see ``ema_init_share``).
+    """
     from .data.pipeline import build_caption_cache
     from .eval.suite import EvalTarget
     from .export import is_exported_encoder, load_encoder
 
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder={encoder!r} is not an encoder to evaluate; choose one of {', '.join(ENCODERS)}")
     path = Path(path)
     if is_run_dir(path):
         cfg, method = load_run_method(path)
+        if encoder == "context":
+            module = getattr(method, "context_encoder", None)
+            if not isinstance(module, torch.nn.Module):
+                raise ValueError(
+                    f"{path}: method {cfg.method!r} ({type(method).__name__}) has no context_encoder to evaluate; "
+                    "use --encoder target"
+                )
+        else:
+            module = method.encoder
         cache = build_caption_cache(cfg) if getattr(method, "needs_text", False) else None
-        info = {"method": cfg.method, "step": checkpoint_step(path), "run": str(path)}
-        return EvalTarget(method.encoder, cfg.data.image_size, path.name, method, cache, info)
+        step = checkpoint_step(path)
+        info = {
+            "method": cfg.method,
+            "step": step,
+            "run": str(path),
+            "encoder": encoder,
+            "ema_init_share": logged_ema_init_share(path, step),
+        }
+        name = path.name if encoder == "target" else f"{path.name} (context encoder)"
+        return EvalTarget(module, cfg.data.image_size, name, method, cache, info)
     if is_exported_encoder(path):
-        encoder = load_encoder(path)
-        return EvalTarget(encoder, encoder.spec.image_size, path.name, info={"encoder": str(path)})
+        if encoder != "target":
+            raise ValueError(
+                f"{path} is an exported encoder (the run's EMA target encoder only); --encoder {encoder} needs "
+                "the run folder it was exported from"
+            )
+        loaded = load_encoder(path)
+        info = {"exported_encoder": str(path), "encoder": "target"}
+        return EvalTarget(loaded, loaded.spec.image_size, path.name, info=info)
     raise FileNotFoundError(
         f"{path} is neither a tcjepa run folder (config.yaml + checkpoints/latest.pt) nor an exported encoder "
         "(model.safetensors + config.json)"
@@ -77,4 +132,5 @@ def untrained_target(cfg: Config, seed: int | None = None):
 
     seed = cfg.seed if seed is None else seed
     method = build_untrained(cfg, seed)
-    return EvalTarget(method.encoder, cfg.data.image_size, f"random-init-seed{seed}", info={"method": "random-init"})
+    info = {"method": "random-init", "encoder": "target"}
+    return EvalTarget(method.encoder, cfg.data.image_size, f"random-init-seed{seed}", info=info)

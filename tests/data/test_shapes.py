@@ -98,6 +98,23 @@ def test_every_heldout_scene_has_a_heldout_combo() -> None:
     assert bool(ds[0]["labels"]["heldout"])
 
 
+def test_heldout_slot_names_the_object_with_the_heldout_combo() -> None:
+    ds = ShapesDataset("heldout", image_size=S, size=200)
+    slots = []
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        held = [k for k, o in enumerate(scene.objects) if (o.colour, o.shape) in HELD_OUT_COMBOS]
+        assert scene.heldout_slot == held[0], (i, held)  # the largest held-out object when there are several
+        slots.append(scene.heldout_slot)
+    assert [int(ds[i]["labels"]["heldout_slot"]) for i in range(5)] == slots[:5]  # the label a probe reads
+    # The reason the held-out probe cannot just ask about slot 0: it is the held-out object only sometimes.
+    share_largest = sum(k == 0 for k in slots) / len(slots)
+    assert 0.3 < share_largest < 0.8, share_largest
+    test = ShapesDataset("test", image_size=S, size=20)
+    assert all(test.scene(i).heldout_slot == -1 for i in range(20))
+    assert int(test[0]["labels"]["heldout_slot"]) == -1
+
+
 def test_captions_are_distinct_sentences(train: ShapesDataset) -> None:
     for i in range(200):
         caps = train.scene(i).captions
@@ -241,6 +258,7 @@ def test_labels_collate_with_torch_default(train: ShapesDataset) -> None:
     m = train.max_objects
     assert batch["colour"].shape == (6, m) and batch["colour"].dtype == torch.long
     assert batch["count"].shape == (6,) and batch["heldout"].dtype == torch.bool
+    assert batch["heldout_slot"].shape == (6,) and batch["heldout_slot"].dtype == torch.long
     assert batch["seg_colour"].shape == (6, S, S) and batch["instance"].dtype == torch.long
     assert default_collate(items)["image"].shape == (6, 3, S, S)
 

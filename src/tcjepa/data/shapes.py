@@ -113,6 +113,16 @@ class Scene:
         return any((o.colour, o.shape) in HELD_OUT_COMBOS for o in self.objects)
 
     @property
+    def heldout_slot(self) -> int:
+        """Slot of the object carrying a held-out (colour, shape) pair, -1 when none does.
+
+        Heldout scenes always hold one such object and may, by chance, hold more (the other objects are
+        drawn from all pairs); then this is the lowest slot, i.e. the largest of them. It is slot 0 (the
+        object the "largest object" probes ask about) in only ~56% of heldout scenes.
+        """
+        return next((k for k, o in enumerate(self.objects) if (o.colour, o.shape) in HELD_OUT_COMBOS), -1)
+
+    @property
     def relation(self) -> int:
         """Index into RELATIONS of slot 0 relative to slot 1, or -1 with a single object."""
         return relation_index(self.objects[0], self.objects[1]) if len(self.objects) > 1 else -1
@@ -326,6 +336,7 @@ class ShapesDataset(Dataset):
         out["relation"] = torch.tensor(scene.relation, dtype=torch.long)
         out["background"] = torch.tensor(BACKGROUNDS.index(scene.background.kind), dtype=torch.long)
         out["heldout"] = torch.tensor(scene.heldout, dtype=torch.bool)
+        out["heldout_slot"] = torch.tensor(scene.heldout_slot, dtype=torch.long)
         out["seg_colour"] = torch.from_numpy(colour_lut[instance])
         out["seg_shape"] = torch.from_numpy(shape_lut[instance])
         out["instance"] = torch.from_numpy(instance)

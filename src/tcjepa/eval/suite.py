@@ -1,14 +1,19 @@
 """``tcjepa eval``: one frozen-encoder suite for every method, written to ``eval.json`` and ``eval.md``.
 
-Features come from the encoder downstream users get (for JEPA runs the EMA target encoder), average-
+Features come from the encoder downstream users get (for JEPA runs the EMA target encoder; ``tcjepa eval
+--encoder context`` reads the context encoder instead and writes ``eval_context.*``), average-
 pooled patch features (or the last four blocks' pools with ``last4``), extracted once per split and
 shared by every probe. Evaluation data never depends on the run: scenes are drawn with
 ``EVAL_SEED`` whatever seed the run trained with, so all runs of a comparison answer the same questions.
 
 Metric names are flat and stable (``report.json`` and plots key on them):
 ``scene/<task>/<set>`` linear probes, ``knn/<task>/k<k>``, ``attentive/<task>/<set>``,
-``dense/<target>/miou``, ``fashion/linear``, ``fashion/knn/k<k>``, ``health/<stat>``,
-``grounding/pointing`` (TC-JEPA runs), each ``<name>`` with a ``chance/<name>`` where chance is defined.
+``dense/<target>/miou``, ``fashion/linear`` (test) and ``fashion/linear/val``, ``fashion/knn/k<k>``,
+``health/<stat>``, ``grounding/pointing`` (TC-JEPA runs), each ``<name>`` with a ``chance/<name>`` where
+chance is defined. ``<set>`` is ``val``, ``test`` or ``heldout``; tune on ``val`` only (it is the accuracy
+of the head the probe picked on val, so slightly optimistic), and read ``test``/``heldout`` once.
+``data/heldout_largest_share`` is the share of heldout scenes whose largest object is the held-out pair
+(what ``scene/shape_heldout/heldout`` is scored on; the other largest-object tasks use every heldout scene).
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class EvalTarget:
     name: str
     method: torch.nn.Module | None = None
     cache: object | None = None  # CaptionCache for grounding
+    # Copied into the settings of eval.json; runs add "encoder" ("target"/"context") and "ema_init_share".
     info: dict = field(default_factory=dict)
 
 
@@ -105,11 +111,12 @@ def evaluate(
         s: _features(target, ds, last4, need_patches, device, progress, f"shapes/{s}") for s, ds in shapes.items()
     }
     tests = {s: feats[s] for s in ("test", "heldout")}
+    # Val numbers are kept (scene/<task>/val): hyper-parameters are tuned on them, never on test.
     for key, acc in scene_probes(feats["train"], feats["val"], tests, suite.tasks, seed=EVAL_SEED).items():
         kind, task, split = key.split("/")
-        if split == "val":
-            continue
         metrics[f"scene/{task}/{split}" if kind == "probe" else f"chance/scene/{task}/{split}"] = acc
+    if "heldout_slot" in feats["heldout"].labels:
+        metrics["data/heldout_largest_share"] = float((feats["heldout"].labels["heldout_slot"] == 0).float().mean())
     for name in suite.tasks:
         task = SCENE_TASKS[name]
         y_train = task.label(feats["train"].labels)
@@ -133,7 +140,7 @@ def evaluate(
             seed=EVAL_SEED,
             device=device,
         )
-        for split, acc in res.test_acc.items():
+        for split, acc in {"val": res.val_acc, **res.test_acc}.items():
             metrics[f"attentive/{name}/{split}"] = acc
             metrics[f"chance/attentive/{name}/{split}"] = metrics[f"chance/scene/{name}/{split}"]
     if suite.dense:
@@ -210,7 +217,12 @@ def _fashion(target: EvalTarget, suite: Suite, last4: bool, device, progress: bo
         len(CLASS_NAMES),
         seed=EVAL_SEED,
     )
-    out = {"fashion/linear": res.test_acc["test"], "chance/fashion/linear": majority_chance(y["train"], y["test"])}
+    out = {
+        "fashion/linear": res.test_acc["test"],
+        "chance/fashion/linear": majority_chance(y["train"], y["test"]),
+        "fashion/linear/val": res.val_acc,
+        "chance/fashion/linear/val": majority_chance(y["train"], y["val"]),
+    }
     for k, accs in knn_probe(
         feats["train"].pooled,
         y["train"],
@@ -265,26 +277,68 @@ def _pct(x: float | None) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
 
 
+EMA_WARN_SHARE = 0.05  # above this the EMA target is still mostly its random initialisation
+
+ENCODER_WORDS = {
+    "target": "the EMA target encoder (what downstream users get)",
+    "context": "the context encoder (trained by gradient; not the EMA copy)",
+}
+
+
+def _encoder_lines(s: dict) -> list[str]:
+    """Which encoder was read and, for runs, how much of the EMA target is still its random init."""
+    lines = []
+    if "encoder" in s:
+        lines.append(f"Encoder: `{s['encoder']}`, {ENCODER_WORDS.get(s['encoder'], 'as given')}.")
+    if "ema_init_share" in s:
+        share = s["ema_init_share"]
+        if share is None:
+            lines.append("`ema_init_share` (share of the random init left in the EMA target): not logged.")
+        else:
+            lines.append(
+                f"`ema_init_share` (share of the random init left in the EMA target, last logged step): "
+                f"{100 * share:.1f}%."
+            )
+            if share > EMA_WARN_SHARE and s.get("encoder") != "context":
+                lines.append(
+                    f"**Warning: the target encoder is still {100 * share:.0f}% its random initialisation; "
+                    "evaluate --encoder context or train with a shorter EMA horizon.**"
+                )
+    return [*lines, ""] if lines else []
+
+
 def eval_markdown(result: dict) -> str:
     m, s = result["metrics"], result["settings"]
     chance = lambda k: m.get(f"chance/{k}")
+    share = m.get("data/heldout_largest_share")
     lines = [
         f"# Evaluation of {s['target']}",
         "",
+        *_encoder_lines(s),
         f"Suite `{s['suite']['name']}`, features: {s['features']}, {s['image_size']} px, "
         f"{s['seconds']} s on {s['machine']}. Accuracies in %; chance = always the most frequent training "
         "class. `test`: scenes with attribute combinations seen in training; `heldout`: each scene holds a "
-        "(colour, shape) pair never seen in training.",
+        "(colour, shape) pair never seen in training"
+        + (
+            f"; it is the largest object in only {_pct(share)}% of them, so in the others a largest-object task on "
+            "`heldout` asks about a seen pair (`shape_heldout` is scored only where the largest object is the "
+            "held-out pair)"
+            if share is not None
+            else ""
+        )
+        + ". `val`: the head picked on validation (tune on this, never on test).",
         "",
         "## Scene probes (`shapes`)",
         "",
-        "| task | chance (test) | linear test | linear heldout | kNN k=20 | attentive test | attentive heldout |",
-        "|---|---|---|---|---|---|---|",
+        "| task | chance (test) | linear val | linear test | linear heldout | kNN k=20 | attentive test | "
+        "attentive heldout |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in s["suite"]["tasks"]:
         lines.append(
             f"| {name}: {SCENE_TASKS[name].description} | {_pct(chance(f'scene/{name}/test'))} | "
-            f"{_pct(m.get(f'scene/{name}/test'))} | {_pct(m.get(f'scene/{name}/heldout'))} | "
+            f"{_pct(m.get(f'scene/{name}/val'))} | {_pct(m.get(f'scene/{name}/test'))} | "
+            f"{_pct(m.get(f'scene/{name}/heldout'))} | "
             f"{_pct(m.get(f'knn/{name}/k20'))} | {_pct(m.get(f'attentive/{name}/test'))} | "
             f"{_pct(m.get(f'attentive/{name}/heldout'))} |"
         )
@@ -306,9 +360,9 @@ def eval_markdown(result: dict) -> str:
             "",
             "## Fashion-MNIST (real images, 10 classes)",
             "",
-            "| chance | linear | " + " | ".join(f"kNN k={k}" for k in ks) + " |",
-            "|---" * (2 + len(ks)) + "|",
-            f"| {_pct(chance('fashion/linear'))} | {_pct(m['fashion/linear'])} | "
+            "| chance | linear val | linear test | " + " | ".join(f"kNN k={k}" for k in ks) + " |",
+            "|---" * (3 + len(ks)) + "|",
+            f"| {_pct(chance('fashion/linear'))} | {_pct(m.get('fashion/linear/val'))} | {_pct(m['fashion/linear'])} | "
             + " | ".join(_pct(m.get(f"fashion/knn/k{k}")) for k in ks)
             + " |",
         ]
