@@ -12,6 +12,7 @@ from PIL import Image
 from tcjepa import load_encoder
 from tcjepa.embed import embed_images, load_image
 from tcjepa.export import export_run
+from tcjepa.models.vit import VisionTransformer, ViTSpec
 from tcjepa.runs import load_run_encoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -28,6 +29,62 @@ def test_export_round_trip(trained_run, tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), original.eval()(x), rtol=0, atol=0)
     assert loaded(x).shape == (2, (config["image_size"] // config["patch_size"]) ** 2, config["embed_dim"])
+
+
+# The normalisation an exported encoder documents and applies to its [0, 1] input: ImageNet statistics.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def test_export_matches_an_encoder_built_independently(trained_run, tmp_path) -> None:
+    """Compare with a ViT built by hand from the config's numbers and loaded with the checkpoint's EMA
+    target weights, fed images normalised by hand: nothing here goes through export's own helpers."""
+    cfg, run_dir = trained_run
+    e = cfg.model.encoder
+    assert e.size == "custom"  # the tiny preset spells out its encoder: the spec is the config's own numbers
+    spec = ViTSpec(
+        image_size=cfg.data.image_size,
+        patch_size=e.patch_size,
+        embed_dim=e.embed_dim,
+        depth=e.depth,
+        num_heads=e.num_heads,
+        mlp_ratio=e.mlp_ratio or 4.0,
+    )
+    reference = VisionTransformer(spec)
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)["method"]
+    prefix = "target_encoder."
+    target = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    reference.load_state_dict(target, strict=True)  # every weight of the EMA target, nothing else
+    # The same architecture with the context encoder's weights: exporting that one instead must show.
+    context_encoder = VisionTransformer(spec)
+    context_encoder.load_state_dict(
+        {k[len("context_encoder.") :]: v for k, v in state.items() if k.startswith("context_encoder.")}, strict=True
+    )
+    for enc in (reference, context_encoder):  # the normalisation is applied by hand below: theirs is switched off
+        enc.mean.zero_()
+        enc.std.fill_(1.0)
+        enc.eval()
+
+    out = export_run(run_dir, tmp_path / "enc")
+    config = json.loads((out / "config.json").read_text())
+    assert config["image_mean"] == list(IMAGENET_MEAN) and config["image_std"] == list(IMAGENET_STD)
+    loaded = load_encoder(out)
+    assert not loaded.training
+
+    g = torch.Generator().manual_seed(0)
+    size = spec.image_size
+    images = torch.cat(
+        [torch.rand(3, 3, size, size, generator=g), torch.zeros(1, 3, size, size), torch.ones(1, 3, size, size)]
+    )
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = reference((images - mean) / std)
+        got = loaded(images)
+    assert got.shape == (5, (size // spec.patch_size) ** 2, spec.embed_dim)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        assert (context_encoder((images - mean) / std) - expected).abs().max() > 1e-3
 
 
 def test_load_encoder_errors(trained_run, tmp_path) -> None:
