@@ -21,6 +21,7 @@ import yaml
 
 from .config import Config
 from .eval.scene import SCENE_TASKS
+from .floor_check import floor_lines
 from .plots import colours_for, plot_bars, plot_curves, plot_sweep, read_metrics, series
 from .stats import min_sign_test_p, paired_summary
 from .sweeps import Plan
@@ -33,6 +34,7 @@ KEY_METRICS = [
     "scene/relation/test",
     "scene/shape_2nd/test",
     "scene/shape/heldout",
+    "scene/shape_heldout/heldout",
     "knn/shape/k20",
     "dense/shape/miou",
     "dense/colour/miou",
@@ -58,6 +60,8 @@ CURVE_PANELS = [
 DESCRIPTIONS = {
     **{f"scene/{k}/test": f"linear: {t.description}" for k, t in SCENE_TASKS.items()},
     **{f"scene/{k}/heldout": f"linear, held-out combos: {t.description}" for k, t in SCENE_TASKS.items()},
+    **{f"scene/{k}/val": f"linear (validation): {t.description}" for k, t in SCENE_TASKS.items()},
+    "fashion/linear/val": "Fashion-MNIST linear probe (validation)",
     "knn/shape/k20": "kNN (k=20): shape of the largest object",
     "dense/shape/miou": "dense linear probe, object shape (mIoU)",
     "dense/colour/miou": "dense linear probe, object colour (mIoU)",
@@ -347,6 +351,10 @@ def write_report(
                 f"| {DESCRIPTIONS.get(k, k)} | " + " | ".join(_paired_cell(k, pairs[lab][k]) for lab in pairs) + " |"
             )
     lines += _context_lines(keys, agg, ctx, arms, seeds)
+    floor_rows = {lab: runs[lab] for lab in arms}
+    floor_rows.update({f"{lab} (context encoder)": context_runs[lab] for lab in arms if lab in context_runs})
+    for split in ("test", "val") if any(k.endswith("/val") for k in keys) else ("test",):
+        lines += floor_lines(floor_rows, runs.get(FLOOR), split)
     failures = sorted(out.glob("*/seed*/FAILED.txt"))
     if failures:
         lines += ["", "## Failed runs (left out of every number above)", ""]
