@@ -1,4 +1,4 @@
-"""``tcjepa <command>``: the stable command-line names of DESIGN.md §7."""
+"""``tcjepa <command>``: the stable command-line names of docs/design.md §5."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ operand that needs a gradient: weight gradients always, input gradients unless t
 (images, frozen text states) — so the patch embedding and the text key/value projections cost 2x
 their forward, everything else 3x. The EMA target encoder runs forward only.
 
-The numbers are reported, never tuned: DESIGN.md §4 asks for the true overhead of the conditioner as
+The numbers are reported, never tuned: docs/design.md §4.9 asks for the true overhead of the conditioner as
 we implement it, beside the paper's +1.79% for ViT-B/16.
 """
 

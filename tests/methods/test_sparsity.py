@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _naive_paper_losses(layer_inputs: list[torch.Tensor], conds: list, text: TextInputs) -> tuple[float, float]:
-    """METHOD.md Eq. 3-4 with explicit loops over images, captions, tokens, layers and words.
+    """Paper Eq. 3-4 (docs/method.md §4) with explicit loops over images, captions, tokens, layers and words.
 
     O_i^(l) = relu(cos(W_Q q_i, W_K t_s)) over the full projected width, for every query token i (context
     and mask tokens of every target-block copy) and every real word s. Per caption:

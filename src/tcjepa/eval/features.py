@@ -2,7 +2,7 @@
 
 Pooled features are the average of the patch features (I-JEPA/TC-JEPA have no [cls]); ``last4``
 concatenates the average-pooled outputs of the last four blocks (I-JEPA's transfer protocol,
-METHOD.md §5.6). Patch features are kept in fp16 when a probe needs them (dense, attentive).
+docs/method.md §7). Patch features are kept in fp16 when a probe needs them (dense, attentive).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training objectives behind one interface (DESIGN.md §3); ``build_method`` picks one by config."""
+"""Training objectives behind one interface (docs/design.md §3); ``build_method`` picks one by config."""
 
 from __future__ import annotations
 

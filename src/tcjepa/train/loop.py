@@ -1,6 +1,6 @@
 """The pretraining loop, top to bottom in one function (nanoGPT style): nothing hides in callbacks.
 
-Any method with the DESIGN.md §3 interface trains here; the loop never branches on the method's name.
+Any method with the docs/design.md §3 interface trains here; the loop never branches on the method's name.
 """
 
 from __future__ import annotations

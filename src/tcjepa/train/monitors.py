@@ -1,9 +1,9 @@
-"""Training monitors: the JEPA loss is not a quality signal, so watch what is (FINDINGS.md §2).
+"""Training monitors: the JEPA loss is not a quality signal, so watch what is (docs/findings.md §2).
 
 - RankMe effective rank of the target encoder's features on a fixed batch (collapse shows up here);
 - for text-conditioned methods, the prediction loss with true versus shuffled captions on a fixed
   batch (does the predictor use the text at all?);
-- the sparsity dead zone of METHOD.md §4.9: every patch-word cosine <= 0, so the paper's
+- the sparsity dead zone of docs/method.md §5: every patch-word cosine <= 0, so the paper's
   regulariser gives no gradient. We warn loudly when it persists.
 """
 
@@ -51,11 +51,11 @@ class DeadZoneAlarm:
             log.warning(
                 "\n" + "!" * 78 + "\n"
                 f"SPARSITY DEAD ZONE at step {metrics.get('step')}: every patch-word cosine is <= 0 in every "
-                "predictor layer,\nso loss_sparse and loss_consistency are ~0 and give ~no gradient (METHOD.md §4.9). "
-                "The\nL1 term now only pushes back cosines that turn positive; the text still reaches the "
-                "predictor\nthrough attention (see text_usage), but the maps are object saliency, not "
-                "word grounding.\nFor word-specific patch-word maps use loss.sparse_form=entropy (README, "
-                "'Sparsity').\n" + "!" * 78
+                "predictor layer,\nso loss_sparse and loss_consistency are ~0 and give ~no gradient "
+                "(docs/method.md §5). The\nL1 term now only pushes back cosines that turn positive; the text "
+                "still reaches the predictor\nthrough attention (see text_usage), but the maps are object "
+                "saliency, not word grounding.\nFor word-specific patch-word maps use loss.sparse_form=entropy "
+                "(README, 'Sparsity').\n" + "!" * 78
             )
         return dead
 

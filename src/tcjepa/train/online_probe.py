@@ -1,6 +1,6 @@
 """Online quality signals during pretraining: a cheap linear probe and the grounding pointing game.
 
-The JEPA loss is not a quality signal (FINDINGS.md §2), so every ``train.monitor_every`` steps the
+The JEPA loss is not a quality signal (docs/findings.md §2), so every ``train.monitor_every`` steps the
 EMA encoder is probed on a fixed set of held-out scenes (images rendered once at start), and for
 TC-JEPA the pointing game is played on a few captioned scenes. Numbers go to metrics.jsonl as
 ``online/<task>`` and ``online/pointing``; they are comparable across runs because the scenes are
