@@ -78,6 +78,7 @@ class MaskSection:
     num_targets: int = 4
     min_keep: int = 10
     draw: str = "reference"  # reference|independent: how block sizes are drawn (tcjepa/masks.py)
+    truncate: str = "min"  # min|pad: cut contexts to the batch's smallest, or pad (tcjepa/masks.py)
 
 
 @dataclass
@@ -157,6 +158,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "text.cache_dtype": ("fp32", "fp16", "int8"),
     "loss.pred": ("smooth_l1", "l2"),
     "mask.draw": ("reference", "independent"),
+    "mask.truncate": ("min", "pad"),
     "loss.sparse_form": ("paper", "mean", "margin", "topk", "entropy", "none"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),

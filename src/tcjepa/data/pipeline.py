@@ -65,7 +65,8 @@ def mask_sampler_for(cfg: Config) -> MultiBlockMaskSampler:
     m = cfg.mask
     grid = cfg.data.image_size // cfg.model.encoder.patch_size
     return MultiBlockMaskSampler(
-        grid, MaskConfig(m.context_scale, m.target_scale, m.target_aspect, m.num_targets, m.min_keep, m.draw)
+        grid,
+        MaskConfig(m.context_scale, m.target_scale, m.target_aspect, m.num_targets, m.min_keep, m.draw, m.truncate),
     )
 
 
@@ -144,6 +145,8 @@ def assemble_batch(
         "mask_targets": mask_batch.targets,
         "stats": {**mask_batch.stats, "crop_fallback_images": float(sum(fell for _, fell in cropped))},
     }
+    if mask_batch.context_valid is not None:  # mask.truncate=pad
+        batch["mask_context_valid"] = mask_batch.context_valid
     if cache is not None:
         n = cfg.text.num_captions
         sampled = [sample_captions(s["captions"], n, g_cap) for s in samples]
@@ -154,7 +157,9 @@ def assemble_batch(
         unique = [len({c.strip() for c in s["captions"] if c and c.strip()}) for s in samples]
         batch["stats"]["captions_captionless"] = float((usable == 0).sum())
         batch["stats"]["captions_dropped"] = float(
-            sum(len(s["captions"]) - u for s, u in zip(samples, unique)) + sum(len(c) for c in sampled) - int(usable.sum())
+            sum(len(s["captions"]) - u for s, u in zip(samples, unique))
+            + sum(len(c) for c in sampled)
+            - int(usable.sum())
         )
         new_hits = cache.stats["hits"] - hits
         batch["stats"]["text_cache_hit_rate"] = new_hits / max(1, new_hits + cache.stats["misses"] - misses)
@@ -187,7 +192,7 @@ def _as_is(batch: dict) -> dict:
     return batch
 
 
-TENSOR_KEYS = ("images", "mask_context", "mask_targets", "text", "text_mask", "caption_mask")
+TENSOR_KEYS = ("images", "mask_context", "mask_context_valid", "mask_targets", "text", "text_mask", "caption_mask")
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -80,8 +80,9 @@ class IJEPA(nn.Module):
         return F.layer_norm(h.float(), (h.shape[-1],))
 
     def predict(self, batch: dict, text: TextInputs | None) -> tuple[torch.Tensor, list[CondOutput]]:
-        z = self.context_encoder(batch["images"], keep=batch["mask_context"])
-        return self.predictor(z, batch["mask_context"], batch["mask_targets"], text)
+        valid = batch.get("mask_context_valid")  # present only with mask.truncate=pad
+        z = self.context_encoder(batch["images"], keep=batch["mask_context"], keep_valid=valid)
+        return self.predictor(z, batch["mask_context"], batch["mask_targets"], text, ctx_valid=valid)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         h = self.targets(batch["images"])

@@ -3,8 +3,9 @@
 All forms work on the same per-layer patch-word similarities of the conditioner, for every query
 token (context and mask tokens; the I-JEPA predictor holds one copy of the context per target block,
 and each copy counts, since each is a different feature) and every real word of every caption present.
-Padding words and absent captions never contribute. Per (image, caption) the term is averaged over
-tokens and layers; Eq. 4's 1/N sum is then the mean over the captions actually present.
+Padding words and absent captions never contribute, nor do padded context slots (mask.truncate=pad,
+``CondOutput.query_mask``). Per (image, caption) the term is averaged over tokens and layers; Eq. 4's
+1/N sum is then the mean over the captions actually present.
 
 Forms (``loss.sparse_form``):
 - ``paper``: L1 of O = relu(cos), summed over words, exactly Eq. 3. Its trivial minimiser is "every
@@ -46,6 +47,27 @@ def link_maps(outputs: list[CondOutput], form: str, margin: float = 0.1) -> torc
     return torch.stack([torch.relu(o.cos - shift) for o in outputs])
 
 
+def _query_masks(outputs: list[CondOutput]) -> torch.Tensor | None:
+    """(layers, B, T) bool real query tokens, or None when no layer has padding (the unpadded path)."""
+    if all(o.query_mask is None for o in outputs):
+        return None
+    return torch.stack(
+        [
+            o.query_mask if o.query_mask is not None else o.cos.new_ones(o.cos.shape[:2], dtype=torch.bool)
+            for o in outputs
+        ]
+    )
+
+
+def _mean_over_layers_tokens(x: torch.Tensor, query: torch.Tensor | None) -> torch.Tensor:
+    """(L, B, T, N) -> (B, N): mean over layers of the mean over (real) query tokens."""
+    if query is None:
+        return x.mean(dim=(0, 2))
+    w = query.to(x.dtype)
+    w = w / w.sum(-1, keepdim=True).clamp_min(1.0)
+    return (x * w[..., None]).sum(2).mean(0)
+
+
 def _mean_over_captions(per_caption: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
     c = caption_mask.to(per_caption.dtype)
     return (per_caption * c).sum() / c.sum().clamp_min(1.0)
@@ -79,22 +101,28 @@ def sparsity_losses(
         per_token = over_words(maps) - maps.topk(k, dim=-1).values.sum(-1) / n_words
     else:
         per_token = over_words(maps)
-    sparse = _mean_over_captions(per_token.mean(dim=(0, 2)), text.caption_mask)
+    query = _query_masks(outputs)
+    sparse = _mean_over_captions(_mean_over_layers_tokens(per_token, query), text.caption_mask)
     deviation = over_words((maps - maps.mean(dim=0, keepdim=True)).abs())
-    consistency = _mean_over_captions(deviation.mean(dim=(0, 2)), text.caption_mask)
+    consistency = _mean_over_captions(_mean_over_layers_tokens(deviation, query), text.caption_mask)
     return sparse, consistency
 
 
 @torch.no_grad()
 def link_stats(outputs: list[CondOutput], text: TextInputs) -> dict[str, float]:
-    """Per layer: fraction of positive patch-word cosines and mean attention entropy (nats), over real words."""
+    """Per layer: fraction of positive patch-word cosines and mean attention entropy (nats), over real words
+    and real query tokens."""
     stats: dict[str, float] = {}
     valid = text.valid  # (B, N, S)
     for i, o in enumerate(outputs):
         v = valid[:, None].expand_as(o.cos)  # (B, T, N, S)
+        if o.query_mask is not None:
+            v = v & o.query_mask[:, :, None, None]
         stats[f"pos_frac_l{i}"] = float((o.cos > 0)[v].float().mean()) if v.any() else 0.0
         attn = o.attn * valid[:, None, None].to(o.attn.dtype)
         ent = -torch.special.xlogy(attn, attn).sum(-1)  # (B, H, T, N)
         present = text.caption_mask[:, None, None].expand_as(ent)
+        if o.query_mask is not None:
+            present = present & o.query_mask[:, None, :, None]
         stats[f"attn_entropy_l{i}"] = float(ent[present].mean()) if present.any() else 0.0
     return stats

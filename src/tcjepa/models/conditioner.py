@@ -54,6 +54,9 @@ class CondOutput:
 
     cos: torch.Tensor  # (B, T, N, S) patch-word cosine over the full projected width (not rectified)
     attn: torch.Tensor  # (B, H, T, N, S) softmax attention over each caption's words
+    # (B, T) bool, True for real query tokens; None when none is padding. Set by the predictor, since the
+    # conditioner cannot tell a padded context slot (mask.truncate=pad) from a real one.
+    query_mask: torch.Tensor | None = None
 
 
 class TextCrossAttention(nn.Module):

@@ -28,9 +28,14 @@ class PredictorBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, text: TextInputs | None, batch: int) -> tuple[torch.Tensor, CondOutput | None]:
-        """x (B*M, L, d); the M copies of an image are adjacent, so (B, M*L, d) is a free view."""
-        x = x + self.attn(self.norm1(x))
+    def forward(
+        self, x: torch.Tensor, text: TextInputs | None, batch: int, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, CondOutput | None]:
+        """x (B*M, L, d); the M copies of an image are adjacent, so (B, M*L, d) is a free view.
+
+        ``key_mask`` (B*M, L) bool, True for real tokens, keeps padded context slots out of self-attention.
+        """
+        x = x + self.attn(self.norm1(x), key_mask)
         out = None
         if self.cond is not None and text is not None:
             bm, length, d = x.shape
@@ -75,19 +80,40 @@ class Predictor(nn.Module):
         return self.blocks[0].cond is not None
 
     def forward(
-        self, z: torch.Tensor, ctx_idx: torch.Tensor, tgt_idx: torch.Tensor, text: TextInputs | None = None
+        self,
+        z: torch.Tensor,
+        ctx_idx: torch.Tensor,
+        tgt_idx: torch.Tensor,
+        text: TextInputs | None = None,
+        ctx_valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[CondOutput]]:
-        """z (B, Kc, D) context features at ``ctx_idx`` (B, Kc); ``tgt_idx`` (B, M, Kt) -> (B, M, Kt, D)."""
+        """z (B, Kc, D) context features at ``ctx_idx`` (B, Kc); ``tgt_idx`` (B, M, Kt) -> (B, M, Kt, D).
+
+        ``ctx_valid`` (B, Kc) bool marks the real slots of a padded context (mask.truncate=pad); padded slots
+        are never attended to, and the conditioner's outputs carry the matching ``query_mask``.
+        """
         b, m, kt = tgt_idx.shape
         kc = ctx_idx.shape[1]
+        if ctx_valid is not None and ctx_valid.shape != ctx_idx.shape:
+            raise ValueError(
+                f"ctx_valid {tuple(ctx_valid.shape)} must have the shape of ctx_idx {tuple(ctx_idx.shape)}; "
+                "pass the mask batch's context_valid with its context (mask.truncate=pad)"
+            )
         pos = self.pos_embed
         ctx = self.embed(z) + pos[ctx_idx]  # (B, Kc, d)
         masks = self.mask_token + pos[tgt_idx]  # (B, M, Kt, d)
         x = torch.cat([ctx.unsqueeze(1).expand(b, m, kc, self.dim), masks], dim=2).reshape(b * m, kc + kt, self.dim)
+        key_mask = query_mask = None
+        if ctx_valid is not None:
+            # Every target copy sees its image's context validity; mask tokens are always real.
+            real = ctx_valid.new_ones(b, m, kt)
+            key_mask = torch.cat([ctx_valid.unsqueeze(1).expand(b, m, kc), real], dim=2).reshape(b * m, kc + kt)
+            query_mask = key_mask.reshape(b, m * (kc + kt))  # the conditioner's (B, M*L) query axis
         outputs = []
         for block in self.blocks:
-            x, out = block(x, text, b)
+            x, out = block(x, text, b, key_mask)
             if out is not None:
+                out.query_mask = query_mask
                 outputs.append(out)
         pred = self.out(self.norm(x[:, kc:]))
         return pred.reshape(b, m, kt, -1), outputs

@@ -103,10 +103,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``key_mask`` (B, N) bool, True for real tokens: padding is never attended to (it still gets an output)."""
         b, n, d = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        if key_mask is None:  # no attn_mask argument at all: the unpadded path stays bit-identical
+            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        else:
+            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=key_mask[:, None, None, :])
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -130,8 +134,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), key_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -184,13 +188,25 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed((images - self.mean) / self.std)
         return x.flatten(2).transpose(1, 2) + self.pos_embed
 
-    def forward(self, images: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """``keep`` (B, K) patch indices: encode only those tokens (the context encoder's view)."""
+    def forward(
+        self, images: torch.Tensor, keep: torch.Tensor | None = None, keep_valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``keep`` (B, K) patch indices: encode only those tokens (the context encoder's view).
+
+        ``keep_valid`` (B, K) bool marks the real slots of a padded ``keep`` (mask.truncate=pad); padded
+        slots are kept out of attention, and their outputs mean nothing.
+        """
+        if keep_valid is not None and (keep is None or keep_valid.shape != keep.shape):
+            got = None if keep is None else tuple(keep.shape)
+            raise ValueError(
+                f"keep_valid {tuple(keep_valid.shape)} needs keep indices of the same shape, got {got}; "
+                "pass the mask batch's context together with its context_valid (mask.truncate=pad)"
+            )
         x = self.embed(images)
         if keep is not None:
             x = gather_tokens(x, keep)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, keep_valid)
         return self.norm(x)
 
     def intermediate_layers(self, images: torch.Tensor, n_last: int) -> list[torch.Tensor]:
