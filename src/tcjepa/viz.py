@@ -133,6 +133,8 @@ def masks_and_errors(runs: list[str | Path], images: list[int], out: Path) -> Pa
         "mask_context": mask_batch.context,
         "mask_targets": mask_batch.targets,
     }
+    if mask_batch.context_valid is not None:  # mask.truncate=pad: padded slots must not be attended to
+        batch["mask_context_valid"] = mask_batch.context_valid
     grid = cfg0.data.image_size // cfg0.model.encoder.patch_size
     columns: list[tuple[str, torch.Tensor]] = []
     for run, (cfg, method) in zip(runs, loaded):

@@ -1,6 +1,6 @@
 """I-JEPA: predict the EMA target encoder's (layer-normed) features of masked blocks from a context block.
 
-The method interface (DESIGN.md §3), shared by every objective so the loop never branches on names:
+The method interface (docs/design.md §3), shared by every objective so the loop never branches on names:
 ``forward(batch) -> (loss, metrics)``, ``after_step(step)``, ``encoder``, ``param_groups()``.
 """
 
@@ -112,7 +112,7 @@ class IJEPA(nn.Module):
         outputs: list[CondOutput],
         text: TextInputs | None,
     ) -> dict[str, float]:
-        """Collapse signals (FINDINGS.md §2): raw JEPA loss alone hides a collapsed target space."""
+        """Collapse signals (docs/findings.md §2): raw JEPA loss alone hides a collapsed target space."""
         # Baseline that ignores the image: predict each position's batch-mean target.
         baseline = gather_targets(h.mean(dim=0, keepdim=True).expand_as(h), tgt_idx)
         base_loss = prediction_loss(baseline, target, self.cfg.loss.pred)

@@ -9,7 +9,7 @@ Padding words and absent captions never contribute, nor do padded context slots 
 
 Forms (``loss.sparse_form``):
 - ``paper``: L1 of O = relu(cos), summed over words, exactly Eq. 3. Its trivial minimiser is "every
-  cosine <= 0", after which it gives no gradient (METHOD.md §4.9, FINDINGS.md §1).
+  cosine <= 0", after which it gives no gradient (docs/method.md §5, docs/findings.md §1).
 - ``mean``: the same L1 averaged over the caption's real words, so caption length does not scale it.
 - ``margin``: relu(cos - tau) averaged over words: cosines in (0, tau] are free.
 - ``topk``: relu(cos) of all but the k largest words per token, averaged over words.

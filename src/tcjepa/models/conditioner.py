@@ -1,6 +1,6 @@
 """TC-JEPA's fine-grained text conditioner: residual cross-attention from patch tokens to caption words.
 
-One predictor layer's worth (paper Eq. 2 and 4, with the project's choices in DESIGN.md §4):
+One predictor layer's worth (paper Eq. 2 and 4, with the project's choices in docs/design.md §4.3):
 - every query token (context and mask tokens) attends to each caption's word states separately;
   the query projection is computed once and shared by the N captions, and the text keys/values are
   computed once per image (the I-JEPA predictor's per-target-block copies of an image are folded
@@ -30,7 +30,7 @@ ABSENT = -1e30
 
 @dataclass
 class TextInputs:
-    """Caption word states for a batch; see DESIGN.md §3."""
+    """Caption word states for a batch; see docs/design.md §3."""
 
     text: torch.Tensor  # (B, N, S, Dt) word states
     text_mask: torch.Tensor  # (B, N, S) True for real words
