@@ -208,3 +208,19 @@ def test_a_diverging_arm_is_recorded_and_the_others_go_on(tmp_path, monkeypatch)
     text = report.read_text()
     assert "## Failed runs" in text and "b/seed0" in text
     assert json.loads((tmp_path / "out" / "report.json").read_text())["arms"] == ["A"]
+
+
+def test_a_run_trained_with_other_settings_is_not_reused_under_the_arm(tmp_path):
+    """Editing a preset after a run finished must not relabel that run: reuse checks the saved config."""
+    from tcjepa.compare import train_or_reuse
+    from tcjepa.config import ConfigError, load_config
+
+    run_dir = tmp_path / "arm" / "seed0"
+    overrides = [f"run.dir={run_dir}", "train.steps=2", "train.threads=1", "train.monitor_every=0"]
+    cfg = load_config("tiny", overrides)
+    train_or_reuse(cfg, progress=False)
+    assert train_or_reuse(load_config("tiny", overrides + ["data.num_workers=1"]), progress=False) == run_dir
+    with pytest.raises(ConfigError, match=r"(?s)optim.lr.*Move or delete"):
+        train_or_reuse(load_config("tiny", overrides + ["optim.lr=0.5"]), progress=False)
+    with pytest.raises(ConfigError, match="train.steps"):
+        train_or_reuse(load_config("tiny", [*overrides[:1], "train.steps=1", *overrides[2:]]), progress=False)

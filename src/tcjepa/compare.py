@@ -17,11 +17,13 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from .config import Config, load_config
+from .config import Config, ConfigError, load_config
 from .eval.suite import SUITES, Suite, run_eval
 from .runs import checkpoint_step, eval_target, load_run_method, untrained_target
 from .sweeps import Plan
+from .train.checkpoint import config_differences
 from .train.loop import TrainingDiverged, pretrain
 
 log = logging.getLogger("tcjepa.compare")
@@ -39,6 +41,21 @@ def train_or_reuse(cfg: Config, progress: bool) -> Path:
     """Train, resume an interrupted run, or reuse a finished one in ``cfg.run.dir``."""
     run_dir = Path(cfg.run.dir)
     step = checkpoint_step(run_dir)
+    saved = run_dir / "config.yaml"
+    if step is not None and saved.is_file():
+        # A run trained under other settings (an edited preset, an old default) must not be reused under this
+        # arm's name: its numbers would be reported for a configuration it never had.
+        saved_cfg = yaml.safe_load(saved.read_text())
+        diffs = config_differences(saved_cfg, cfg.to_dict())
+        steps = saved_cfg.get("train", {}).get("steps")
+        if steps != cfg.train.steps:  # resumable, but a run of another length is another arm
+            diffs.append(f"train.steps: the run has {steps!r}, this arm has {cfg.train.steps!r}")
+        if diffs:
+            raise ConfigError(
+                f"{run_dir} holds a run trained with other settings than this arm asks for:\n  "
+                + "\n  ".join(diffs)
+                + f"\nMove or delete {run_dir} to retrain it, or compare into another --out folder."
+            )
     if step is not None and step >= cfg.train.steps:
         log.info("%s: reusing the finished run in %s (step %d)", cfg.method, run_dir, step)
         return run_dir

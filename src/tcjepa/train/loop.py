@@ -127,9 +127,7 @@ class _WindowStats:
 COUNTER_SUFFIXES = ("_images", "_batch", "_dropped", "_captionless")
 
 
-def pretrain(
-    cfg: Config, resume: bool = False, progress: bool = True, allow_schedule_change: bool = False
-) -> Path:
+def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_schedule_change: bool = False) -> Path:
     """Train ``cfg.method`` for ``cfg.train.steps`` steps; returns the run folder.
 
     Resuming with another ``train.steps`` is refused unless ``allow_schedule_change``: every schedule (lr,
