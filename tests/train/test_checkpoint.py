@@ -119,3 +119,16 @@ def test_rng_state_round_trip() -> None:
     set_rng_state(state)
     b = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_keys_added_later_are_read_with_the_behaviour_old_runs_had() -> None:
+    from tcjepa.config import load_config
+    from tcjepa.train.checkpoint import config_differences
+
+    current = load_config("tiny").to_dict()
+    old = load_config("tiny").to_dict()
+    del old["mask"]["draw"], old["mask"]["truncate"]
+    # Before mask.draw existed, block sizes were drawn independently: not the reference draw of today.
+    assert config_differences(old, current) == ["mask.draw: checkpoint has 'independent', this command has 'reference'"]
+    old["mask"]["draw"] = "reference"  # saved after mask.draw, before mask.truncate: truncation was the only way
+    assert config_differences(old, current) == []

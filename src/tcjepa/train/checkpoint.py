@@ -114,9 +114,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# Keys added after runs were first saved, with the value that reproduces what a run saved without them did.
+# A run saved before ``mask.draw`` existed drew block sizes independently; one saved before ``mask.truncate``
+# cut contexts to the batch minimum.
+LEGACY_VALUES = {"mask.draw": "independent", "mask.truncate": "min", "optim.warmup_fraction": 0.1}
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """Keys whose values differ and that matter for an exact resume."""
+    """Keys whose values differ and that matter for an exact resume (or for reusing a finished run)."""
     a, b = _flat(saved), _flat(current)
+    for key, value in LEGACY_VALUES.items():
+        a.setdefault(key, value)
     diffs = []
     for key in sorted(set(a) | set(b)):
         if any(key.startswith(p) for p in RESUMABLE_CHANGES):
