@@ -16,12 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from .config import Config, ConfigError, load_config
 from .eval.suite import SUITES, Suite, run_eval
-from .runs import checkpoint_step, eval_target, load_run_method, untrained_target
+from .runs import checkpoint_step, eval_target, has_context_encoder, load_run_method, untrained_target
 from .sweeps import Plan
 from .train.checkpoint import config_differences
 from .train.loop import TrainingDiverged, pretrain
@@ -30,11 +29,6 @@ log = logging.getLogger("tcjepa.compare")
 FLOOR = "random-init"
 FAILED = "FAILED.txt"
 CONTEXT = "eval_context"  # file stem of the context-encoder evaluation beside eval.json
-
-
-def has_context_encoder(method) -> bool:
-    """JEPA methods train a context encoder beside the EMA target encoder; those get a second evaluation."""
-    return isinstance(getattr(method, "context_encoder", None), torch.nn.Module)
 
 
 def train_or_reuse(cfg: Config, progress: bool) -> Path:

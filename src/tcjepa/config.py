@@ -17,6 +17,10 @@ from typing import Any
 
 import yaml
 
+# Above this share of its random initialisation left (the product of the EMA momenta, ``ema_init_share``) the
+# EMA target encoder is flagged wherever it appears: at the start of training, in eval.md and in reports.
+EMA_INIT_SHARE_WARN = 0.05
+
 
 class ConfigError(ValueError):
     """A configuration problem a person has to fix; the message names the key and the remedy."""

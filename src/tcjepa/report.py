@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import Config
+from .config import EMA_INIT_SHARE_WARN, Config
 from .eval.scene import SCENE_TASKS
 from .floor_check import floor_lines
 from .plots import colours_for, plot_bars, plot_curves, plot_sweep, read_metrics, series
+from .runs import checkpoint_step, logged_ema_init_share
 from .stats import min_sign_test_p, paired_summary
 from .sweeps import Plan
 
@@ -77,7 +78,6 @@ DESCRIPTIONS = {
 }
 RAW = ("health/", "train/")  # metrics printed as numbers, not percentages
 EMA_SHARE = "train/ema_init_share"
-EMA_SHARE_WARN = 0.05  # above this the "trained" target encoder is still largely its random init
 
 PerSeed = dict[int, dict[str, float]]  # seed id -> that seed's metrics
 
@@ -92,11 +92,14 @@ def training_stats(run_dir: Path) -> dict[str, float]:
         ("rankme", "rankme"),
         ("attn_entropy_l*", "attn_entropy"),
         ("pred_vs_mean", "pred_vs_mean"),
-        ("ema_init_share", "ema_init_share"),
     ):
         s = series(rows, key)
         if s:
             out[f"train/{name}"] = s[max(s)]
+    # Read as eval.md reads it: the share at the evaluated checkpoint, not at a step logged after it.
+    share = logged_ema_init_share(run_dir, checkpoint_step(run_dir))
+    if share is not None:
+        out[EMA_SHARE] = share
     return out
 
 
@@ -208,10 +211,10 @@ def _ema_lines(arms: list[str], agg: dict) -> list[str]:
             cells.append(f"{lab} not logged")
             continue
         cells.append(f"{lab} {100 * share:.2g}%" if share >= 1e-4 else f"{lab} <0.01%")
-        if share > EMA_SHARE_WARN:
+        if share > EMA_INIT_SHARE_WARN:
             warnings.append(
                 f"- **{lab}: the evaluated target encoder is still {100 * share:.0f}% its random initialisation "
-                f"(EMA init share {share:.3f} > {EMA_SHARE_WARN}); its probes partly measure the random init.**"
+                f"(EMA init share {share:.3f} > {EMA_INIT_SHARE_WARN}); its probes partly measure the random init.**"
             )
     return [
         "- EMA init share at the end (the random init left in the target encoder, mean over seeds): "

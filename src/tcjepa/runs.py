@@ -54,6 +54,11 @@ def is_run_dir(path: str | Path) -> bool:
 ENCODERS = ("target", "context")
 
 
+def has_context_encoder(method) -> bool:
+    """JEPA methods train a context encoder beside the EMA target encoder; only those have one to evaluate."""
+    return isinstance(getattr(method, "context_encoder", None), torch.nn.Module)
+
+
 def logged_ema_init_share(run_dir: str | Path, step: int | None = None) -> float | None:
     """``ema_init_share`` of the last metrics.jsonl record before ``step`` (the checkpoint), None if not logged.
 
@@ -92,12 +97,12 @@ def eval_target(path: str | Path, encoder: str = "target"):
     if is_run_dir(path):
         cfg, method = load_run_method(path)
         if encoder == "context":
-            module = getattr(method, "context_encoder", None)
-            if not isinstance(module, torch.nn.Module):
+            if not has_context_encoder(method):
                 raise ValueError(
                     f"{path}: method {cfg.method!r} ({type(method).__name__}) has no context_encoder to evaluate; "
                     "use --encoder target"
                 )
+            module = method.context_encoder
         else:
             module = method.encoder
         cache = build_caption_cache(cfg) if getattr(method, "needs_text", False) else None

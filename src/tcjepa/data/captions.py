@@ -41,6 +41,11 @@ _NP_DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f2"), 2: np.dtype("i1")}
 _FP16_MAX = 65504.0
 
 
+def usable_captions(captions: list[str]) -> list[str]:
+    """The captions an image can contribute: stripped, non-empty, each distinct sentence once, in order."""
+    return list(dict.fromkeys(c.strip() for c in captions if c and c.strip()))
+
+
 def sample_captions(captions: list[str], n: int, generator: torch.Generator) -> list[str]:
     """Draw up to ``n`` distinct captions without replacement, in random order.
 
@@ -52,7 +57,7 @@ def sample_captions(captions: list[str], n: int, generator: torch.Generator) -> 
         raise TypeError("sample_captions() takes a list of captions for one image, got a single str.")
     if n < 0:
         raise ValueError(f"sample_captions: n={n}; expected the number of captions per image, >= 0.")
-    unique = list(dict.fromkeys(c.strip() for c in captions if c and c.strip()))
+    unique = usable_captions(captions)
     if n == 0 or not unique:
         return []
     order = torch.randperm(len(unique), generator=generator)[:n].tolist()

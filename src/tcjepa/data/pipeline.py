@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config
 from ..masks import MaskConfig, MultiBlockMaskSampler
-from .captions import CaptionCache, sample_captions
+from .captions import CaptionCache, sample_captions, usable_captions
 from .transforms import random_resized_crop_counted
 
 STREAM_IMAGES, STREAM_CAPTIONS, STREAM_MASKS = 1, 2, 3
@@ -154,7 +154,7 @@ def assemble_batch(
         batch.update(cache.batch(sampled, n))
         batch["captions"] = sampled
         usable = batch["caption_mask"].sum(1)  # after the encoder: a caption without tokens is absent too
-        unique = [len({c.strip() for c in s["captions"] if c and c.strip()}) for s in samples]
+        unique = [len(usable_captions(s["captions"])) for s in samples]
         batch["stats"]["captions_captionless"] = float((usable == 0).sum())
         batch["stats"]["captions_dropped"] = float(
             sum(len(s["captions"]) - u for s, u in zip(samples, unique))

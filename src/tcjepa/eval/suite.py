@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import EMA_INIT_SHARE_WARN
 from ..data.fashion import CLASS_NAMES, INSTALL_HINT, FashionMNIST, fashion_available
 from ..data.shapes import COLOURS, SHAPES, ShapesDataset
 from .attentive import attentive_probe
@@ -277,8 +278,6 @@ def _pct(x: float | None) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
 
 
-EMA_WARN_SHARE = 0.05  # above this the EMA target is still mostly its random initialisation
-
 ENCODER_WORDS = {
     "target": "the EMA target encoder (what downstream users get)",
     "context": "the context encoder (trained by gradient; not the EMA copy)",
@@ -299,7 +298,7 @@ def _encoder_lines(s: dict) -> list[str]:
                 f"`ema_init_share` (share of the random init left in the EMA target, last logged step): "
                 f"{100 * share:.1f}%."
             )
-            if share > EMA_WARN_SHARE and s.get("encoder") != "context":
+            if share > EMA_INIT_SHARE_WARN and s.get("encoder") != "context":
                 lines.append(
                     f"**Warning: the target encoder is still {100 * share:.0f}% its random initialisation; "
                     "evaluate --encoder context or train with a shorter EMA horizon.**"

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..config import Config
+from ..config import EMA_INIT_SHARE_WARN, Config
 from ..data.pipeline import (
     PretrainStream,
     build_caption_cache,
@@ -85,13 +85,9 @@ def _cond_grad_norms(method: torch.nn.Module) -> dict[str, float]:
     return {f"grad_norm_cond_{k}": math.sqrt(v) for k, v in sums.items()}
 
 
-# A run whose EMA target keeps more of its random initialisation than this is flagged at start.
-INIT_SHARE_WARN = 0.05
-
-
 def _warn_ema_horizon(cfg: Config) -> None:
     share = ema_init_share(cfg, cfg.train.steps)
-    if share > INIT_SHARE_WARN:
+    if share > EMA_INIT_SHARE_WARN:
         log.warning(
             "with optim.ema=%s over train.steps=%d the EMA target encoder (the one evaluated and exported) will "
             "still be %.0f%% its random initialisation at the end. Lower optim.ema's start (e.g. [0.98, 0.999] "
@@ -100,6 +96,9 @@ def _warn_ema_horizon(cfg: Config) -> None:
             cfg.train.steps,
             100 * share,
         )
+
+
+COUNTER_SUFFIXES = ("_images", "_batch", "_dropped", "_captionless")
 
 
 class _WindowStats:
@@ -122,9 +121,6 @@ class _WindowStats:
         out.update({f"{k}_total": v for k, v in self.totals.items()})
         self.sums, self.count = {}, 0
         return out
-
-
-COUNTER_SUFFIXES = ("_images", "_batch", "_dropped", "_captionless")
 
 
 def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_schedule_change: bool = False) -> Path:
