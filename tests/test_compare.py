@@ -10,13 +10,13 @@ import statistics
 import pytest
 from torch import nn
 
-import tcjepa.compare as compare
-from tcjepa.compare import has_context_encoder, run_compare
+import tcjepa.app.compare as compare
+from tcjepa.app.compare import has_context_encoder, run_compare
+from tcjepa.app.plots import read_metrics as read_rows
+from tcjepa.app.stats import sign_test
+from tcjepa.app.sweeps import load_sweep, plan_from_configs, sweeps
 from tcjepa.config import ConfigError
 from tcjepa.eval.suite import Suite
-from tcjepa.plots import read_metrics as read_rows
-from tcjepa.stats import sign_test
-from tcjepa.sweeps import load_sweep, plan_from_configs, sweeps
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -188,7 +188,7 @@ def test_only_seeds_trains_those_and_reports_what_exists(tmp_path) -> None:
 
 
 def test_a_diverging_arm_is_recorded_and_the_others_go_on(tmp_path, monkeypatch) -> None:
-    import tcjepa.compare as compare
+    import tcjepa.app.compare as compare
 
     real = compare.pretrain
 
@@ -212,7 +212,7 @@ def test_a_diverging_arm_is_recorded_and_the_others_go_on(tmp_path, monkeypatch)
 
 def test_a_run_trained_with_other_settings_is_not_reused_under_the_arm(tmp_path):
     """Editing a preset after a run finished must not relabel that run: reuse checks the saved config."""
-    from tcjepa.compare import train_or_reuse
+    from tcjepa.app.compare import train_or_reuse
     from tcjepa.config import ConfigError, load_config
 
     run_dir = tmp_path / "arm" / "seed0"

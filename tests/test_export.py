@@ -10,10 +10,9 @@ import torch
 from PIL import Image
 
 from tcjepa import load_encoder
-from tcjepa.embed import embed_images, load_image
-from tcjepa.export import export_run
+from tcjepa.app.embed import embed_images, load_image
+from tcjepa.app.runs import export_run, load_run_encoder
 from tcjepa.models.vit import VisionTransformer, ViTSpec
-from tcjepa.runs import load_run_encoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

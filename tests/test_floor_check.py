@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tcjepa.floor_check import clearly_learns, floor_gaps, floor_lines, probe_key
+from tcjepa.app.floor_check import clearly_learns, floor_gaps, floor_lines, probe_key
 
 
 def _metrics(colour, count, shape, relation, fashion, split="test"):

@@ -11,10 +11,10 @@ import json
 import pytest
 import torch
 
-import tcjepa.masks as masks_module
+import tcjepa.data.masks as masks_module
 from tcjepa.config import ConfigError
+from tcjepa.data.masks import MaskBatch, MaskConfig, MultiBlockMaskSampler, pad_to_largest
 from tcjepa.data.pipeline import heldout_batch
-from tcjepa.masks import MaskBatch, MaskConfig, MultiBlockMaskSampler, pad_to_largest
 from tcjepa.methods import build_method
 from tcjepa.methods.sparsity import FORMS, link_stats, sparsity_losses
 from tcjepa.models.conditioner import CondOutput, TextInputs

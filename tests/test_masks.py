@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcjepa.masks import MaskBatch, MaskConfig, MultiBlockMaskSampler, truncate_to_smallest
+from tcjepa.data.masks import MaskBatch, MaskConfig, MultiBlockMaskSampler, truncate_to_smallest
 
 LOGGER = "tcjepa.masks"
 

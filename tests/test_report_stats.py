@@ -12,10 +12,10 @@ import statistics
 
 import pytest
 
-from tcjepa.compare import arm_config
-from tcjepa.report import paired, write_report
-from tcjepa.stats import mean_ci, min_sign_test_p, paired_summary, sign_test, t_abs_cdf, t_quantile
-from tcjepa.sweeps import load_sweep
+from tcjepa.app.compare import arm_config
+from tcjepa.app.report import paired, write_report
+from tcjepa.app.stats import mean_ci, min_sign_test_p, paired_summary, sign_test, t_abs_cdf, t_quantile
+from tcjepa.app.sweeps import load_sweep
 
 # Two-sided 95% and 99% critical values from any Student t table.
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 10: 2.228, 30: 2.042}

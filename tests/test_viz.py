@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from tcjepa.cli import main
+from tcjepa.app.cli import main
 from tcjepa.train.loop import pretrain
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -34,7 +34,7 @@ def test_viz_figures(trained_run, tiny_cfg, tmp_path) -> None:
 
 
 def test_word_maps_need_a_conditioner(tiny_cfg, tmp_path) -> None:
-    from tcjepa.viz import word_maps
+    from tcjepa.app.viz import word_maps
 
     ij_run = pretrain(tiny_cfg("method=ijepa", "train.steps=1", f"run.dir={tmp_path / 'ij'}"), progress=False)
     with pytest.raises(ValueError, match="need a TC-JEPA run"):

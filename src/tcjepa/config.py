@@ -81,8 +81,8 @@ class MaskSection:
     target_aspect: tuple[float, float] = (0.75, 1.5)
     num_targets: int = 4
     min_keep: int = 10
-    draw: str = "reference"  # reference|independent: how block sizes are drawn (tcjepa/masks.py)
-    truncate: str = "min"  # min|pad: cut contexts to the batch's smallest, or pad (tcjepa/masks.py)
+    draw: str = "reference"  # reference|independent: how block sizes are drawn (tcjepa/data/masks.py)
+    truncate: str = "min"  # min|pad: cut contexts to the batch's smallest, or pad (tcjepa/data/masks.py)
 
 
 @dataclass

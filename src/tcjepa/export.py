@@ -71,12 +71,3 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
             f"unexpected {result.unexpected_keys[:5]}"
         )
     return encoder.eval()
-
-
-def export_run(run_dir: str | Path, out: str | Path) -> Path:
-    """Export the EMA target encoder of a run folder's latest checkpoint."""
-    from .runs import checkpoint_step, load_run_encoder
-
-    cfg, encoder = load_run_encoder(run_dir)
-    meta = {"method": cfg.method, "run": str(Path(run_dir).resolve()), "step": checkpoint_step(run_dir)}
-    return export_encoder(encoder, out, meta)

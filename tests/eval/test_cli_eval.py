@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 import tcjepa.eval.suite as suite_mod
-from tcjepa.cli import main
+from tcjepa.app.cli import main
 from tcjepa.eval.suite import Suite
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -59,7 +59,7 @@ def test_eval_context_writes_its_own_files(run_copy, monkeypatch) -> None:
 
 
 def test_eval_context_of_an_exported_encoder_is_a_clear_error(trained_run, tmp_path, capsys) -> None:
-    from tcjepa.export import export_run
+    from tcjepa.app.runs import export_run
 
     _, run_dir = trained_run
     export_run(run_dir, tmp_path / "enc")

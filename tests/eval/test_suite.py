@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
+from tcjepa.app.runs import eval_target
 from tcjepa.eval.features import Features
 from tcjepa.eval.suite import Suite, run_eval
-from tcjepa.runs import eval_target
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -60,7 +60,7 @@ def test_eval_writes_every_metric_family(trained_run, tmp_path) -> None:
 
 
 def test_exported_encoder_evaluates_without_grounding(trained_run, tmp_path) -> None:
-    from tcjepa.export import export_run
+    from tcjepa.app.runs import export_run
 
     _, run_dir = trained_run
     export_run(run_dir, tmp_path / "enc")
@@ -140,7 +140,7 @@ def _records(path, rows) -> None:
 
 
 def test_logged_ema_init_share_reads_the_last_record_before_the_checkpoint(tmp_path) -> None:
-    from tcjepa.runs import logged_ema_init_share
+    from tcjepa.app.runs import logged_ema_init_share
 
     assert logged_ema_init_share(tmp_path) is None  # no metrics.jsonl
     _records(tmp_path / "metrics.jsonl", [{"step": s, "ema_init_share": 0.9**s} for s in range(5)])
@@ -180,7 +180,7 @@ def test_markdown_warns_when_the_target_is_still_mostly_random() -> None:
 
 
 def test_eval_target_picks_the_requested_encoder(trained_run, tmp_path) -> None:
-    from tcjepa.export import export_run
+    from tcjepa.app.runs import export_run
 
     _, run_dir = trained_run
     target = eval_target(run_dir)
@@ -196,7 +196,7 @@ def test_eval_target_picks_the_requested_encoder(trained_run, tmp_path) -> None:
 
 
 def test_eval_target_explains_a_method_without_context_encoder(trained_run, monkeypatch) -> None:
-    import tcjepa.runs as runs
+    import tcjepa.app.runs as runs
 
     class TargetOnly(torch.nn.Module):
         def __init__(self) -> None:

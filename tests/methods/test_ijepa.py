@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tcjepa.methods import METHODS, build_method
-from tcjepa.train.schedules import ema_at
+from tcjepa.methods.schedules import ema_at
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

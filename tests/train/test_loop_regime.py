@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from tcjepa.methods.schedules import ema_at
 from tcjepa.train.checkpoint import CheckpointError
 from tcjepa.train.loop import pretrain
-from tcjepa.train.schedules import ema_at
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -8,7 +8,8 @@ import logging
 import pytest
 import torch
 
-from tcjepa.train.monitors import DeadZoneAlarm, FixedBatchMonitor, effective_rank, shuffled_text
+from tcjepa.eval.health import effective_rank
+from tcjepa.train.monitors import DeadZoneAlarm, FixedBatchMonitor, shuffled_text
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

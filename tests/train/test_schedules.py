@@ -7,7 +7,8 @@ import math
 import pytest
 
 from tcjepa.config import load_config
-from tcjepa.train.schedules import ema_at, ema_init_share, lr_at, ramp, warmup_steps, wd_at
+from tcjepa.methods.schedules import ema_at, ema_init_share, ramp
+from tcjepa.train.schedules import lr_at, warmup_steps, wd_at
 
 
 @pytest.fixture

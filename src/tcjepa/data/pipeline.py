@@ -15,8 +15,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config
-from ..masks import MaskConfig, MultiBlockMaskSampler
 from .captions import CaptionCache, sample_captions, usable_captions
+from .masks import MaskConfig, MultiBlockMaskSampler
 from .transforms import random_resized_crop_counted
 
 STREAM_IMAGES, STREAM_CAPTIONS, STREAM_MASKS = 1, 2, 3

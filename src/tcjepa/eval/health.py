@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import torch
 
-from ..train.monitors import effective_rank
-
 DEAD_REL_STD = 1e-3  # a dimension is dead when its std is at most this fraction of the mean std
+
+
+def effective_rank(features: torch.Tensor) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of (n, D) features."""
+    s = torch.linalg.svdvals(features.float())
+    p = s / s.sum().clamp_min(1e-12)
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
 
 
 def representation_health(

@@ -16,7 +16,7 @@ from ..config import Config
 from ..models.conditioner import CondOutput, TextInputs
 from ..models.predictor import Predictor, gather_targets
 from ..models.vit import VisionTransformer, ViTSpec, vit_spec
-from ..train.schedules import ema_at
+from .schedules import ema_at
 
 
 def encoder_spec(cfg: Config) -> ViTSpec:

@@ -11,8 +11,8 @@ import torch
 
 from ..config import Config
 from ..models.conditioner import CondOutput, TextInputs
-from ..train.schedules import ramp
 from .ijepa import IJEPA
+from .schedules import ramp
 from .sparsity import link_stats, sparsity_losses
 
 

@@ -26,6 +26,7 @@ from ..data.pipeline import (
     to_device,
 )
 from ..methods import build_method
+from ..methods.schedules import ema_at, ema_init_share
 from .checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -37,7 +38,7 @@ from .checkpoint import (
 )
 from .monitors import DeadZoneAlarm, FixedBatchMonitor
 from .online_probe import OnlineProbe
-from .schedules import ema_at, ema_init_share, lr_at, wd_at
+from .schedules import lr_at, wd_at
 
 log = logging.getLogger("tcjepa.train")
 

@@ -13,15 +13,9 @@ import logging
 
 import torch
 
+from ..eval.health import effective_rank
+
 log = logging.getLogger("tcjepa.train")
-
-
-def effective_rank(features: torch.Tensor) -> float:
-    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values of (n, D) features."""
-    s = torch.linalg.svdvals(features.float())
-    p = s / s.sum().clamp_min(1e-12)
-    p = p[p > 0]
-    return float(torch.exp(-(p * p.log()).sum()))
 
 
 def shuffled_text(batch: dict) -> dict:

@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .data.pipeline import STREAM_MASKS, build_caption_cache, mask_sampler_for, step_generator
-from .data.shapes import ShapesDataset
-from .eval.grounding import patch_word_cosines
-from .eval.suite import EVAL_SEED
-from .models.conditioner import TextInputs
-from .models.predictor import gather_targets
+from ..data.pipeline import STREAM_MASKS, build_caption_cache, mask_sampler_for, step_generator
+from ..data.shapes import ShapesDataset
+from ..eval.grounding import patch_word_cosines
+from ..eval.suite import EVAL_SEED
+from ..models.conditioner import TextInputs
+from ..models.predictor import gather_targets
+from ..train.monitors import shuffled_text
 from .runs import load_run_method
-from .train.monitors import shuffled_text
 
 
 def _image(ax, img: torch.Tensor, title: str = "") -> None:

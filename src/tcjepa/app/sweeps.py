@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, _flatten, resolve_preset
+from ..config import ConfigError, _flatten, resolve_preset
 
-SWEEP_DIR = Path(__file__).parent / "sweeps"
+SWEEP_DIR = Path(__file__).parents[1] / "sweeps"
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import Config, config_from_dict
-from .data.pipeline import text_dim_for
-from .methods import build_method
-from .train.checkpoint import load_checkpoint
+from ..config import Config, config_from_dict
+from ..data.pipeline import text_dim_for
+from ..export import export_encoder, is_exported_encoder, load_encoder
+from ..methods import build_method
+from ..train.checkpoint import load_checkpoint
 
 
 def load_run_config(run_dir: str | Path) -> Config:
@@ -87,9 +88,8 @@ def eval_target(path: str | Path, encoder: str = "target"):
     ``"context"`` reads the JEPA context encoder, which gradient descent trains directly: the one to look
     at when the EMA target is still largely its random initialisation (see ``ema_init_share``).
     """
-    from .data.pipeline import build_caption_cache
-    from .eval.suite import EvalTarget
-    from .export import is_exported_encoder, load_encoder
+    from ..data.pipeline import build_caption_cache
+    from ..eval.suite import EvalTarget
 
     if encoder not in ENCODERS:
         raise ValueError(f"encoder={encoder!r} is not an encoder to evaluate; choose one of {', '.join(ENCODERS)}")
@@ -133,9 +133,16 @@ def eval_target(path: str | Path, encoder: str = "target"):
 
 def untrained_target(cfg: Config, seed: int | None = None):
     """The random-init floor: the encoder exactly as training would start it, never trained."""
-    from .eval.suite import EvalTarget
+    from ..eval.suite import EvalTarget
 
     seed = cfg.seed if seed is None else seed
     method = build_untrained(cfg, seed)
     info = {"method": "random-init", "encoder": "target"}
     return EvalTarget(method.encoder, cfg.data.image_size, f"random-init-seed{seed}", info=info)
+
+
+def export_run(run_dir: str | Path, out: str | Path) -> Path:
+    """Export the EMA target encoder of a run folder's latest checkpoint."""
+    cfg, encoder = load_run_encoder(run_dir)
+    meta = {"method": cfg.method, "run": str(Path(run_dir).resolve()), "step": checkpoint_step(run_dir)}
+    return export_encoder(encoder, out, meta)

@@ -18,12 +18,12 @@ from dataclasses import replace
 
 import torch
 
-from .config import Config
-from .data.pipeline import PretrainStream, text_dim_for
-from .flops import Shapes, text_encoder_forward, training_step
-from .methods import build_method
-from .methods.ijepa import encoder_spec
-from .train.loop import pick_device
+from ..config import Config
+from ..data.pipeline import PretrainStream, text_dim_for
+from ..flops import Shapes, text_encoder_forward, training_step
+from ..methods import build_method
+from ..methods.ijepa import encoder_spec
+from ..train.loop import pick_device
 
 # Dense peak FLOP/s by GPU name fragment and precision, for MFU.
 PEAK_FLOPS = {
@@ -226,7 +226,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _to(batch: dict, device: torch.device) -> dict:
-    from .data.pipeline import to_device
+    from ..data.pipeline import to_device
 
     return to_device(batch, device)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import EMA_INIT_SHARE_WARN, Config
-from .eval.scene import SCENE_TASKS
+from ..config import EMA_INIT_SHARE_WARN, Config
+from ..eval.scene import SCENE_TASKS
 from .floor_check import floor_lines
 from .plots import colours_for, plot_bars, plot_curves, plot_sweep, read_metrics, series
 from .runs import checkpoint_step, logged_ema_init_share

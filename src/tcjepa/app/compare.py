@@ -18,12 +18,12 @@ from pathlib import Path
 
 import yaml
 
-from .config import Config, ConfigError, load_config
-from .eval.suite import SUITES, Suite, run_eval
+from ..config import Config, ConfigError, load_config
+from ..eval.suite import SUITES, Suite, run_eval
+from ..train.checkpoint import config_differences
+from ..train.loop import TrainingDiverged, pretrain
 from .runs import checkpoint_step, eval_target, has_context_encoder, load_run_method, untrained_target
 from .sweeps import Plan
-from .train.checkpoint import config_differences
-from .train.loop import TrainingDiverged, pretrain
 
 log = logging.getLogger("tcjepa.compare")
 FLOOR = "random-init"

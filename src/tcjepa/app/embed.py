@@ -28,7 +28,7 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
 
 
 def _encoder(path: str | Path) -> torch.nn.Module:
-    from .export import is_exported_encoder, load_encoder
+    from ..export import is_exported_encoder, load_encoder
     from .runs import load_run_encoder
 
     return load_encoder(path) if is_exported_encoder(path) else load_run_encoder(path)[1].eval()

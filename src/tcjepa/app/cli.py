@@ -14,7 +14,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from .config import Config, ConfigError, all_keys, load_config  # noqa: E402
+from ..config import Config, ConfigError, all_keys, load_config  # noqa: E402
 
 log = logging.getLogger("tcjepa")
 
@@ -28,7 +28,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .train.loop import pretrain
+    from ..train.loop import pretrain
 
     cfg = _config(args)
     run_dir = pretrain(
@@ -106,7 +106,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.suite import run_eval
+    from ..eval.suite import run_eval
     from .runs import eval_target
 
     try:
@@ -124,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_run
+    from .runs import export_run
 
     out = export_run(args.run, args.out)
     print(f"exported the EMA target encoder of {args.run} to {out}")
@@ -140,7 +140,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .data.shapes import ShapesDataset, save_preview
+    from ..data.shapes import ShapesDataset, save_preview
 
     if args.action == "preview":
         ds = ShapesDataset(args.split, image_size=args.image_size, seed=args.seed)
