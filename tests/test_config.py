@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from tcjepa.config import Config, ConfigError, all_keys, config_from_dict, load_config, parse_override
+from tcjepa.methods import check_config
 
 TINY = "configs/tiny.yaml"
 
@@ -79,7 +80,6 @@ def test_numbers_parse_as_numbers() -> None:
 @pytest.mark.parametrize(
     ("override", "listed"),
     [
-        ("method=foo", "ijepa, tcjepa"),
         ("loss.sparse_form=l3", "paper, mean, margin, topk, entropy, none"),
         ("train.precision=fp16", "fp32, bf16"),
     ],
@@ -88,6 +88,18 @@ def test_bad_choice_lists_the_valid_ones(override: str, listed: str) -> None:
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"'{key}' must be one of {listed}"):
         load_config(TINY, [override])
+
+
+def test_method_names_come_from_the_registry() -> None:
+    # config sits below the registry, so the method is checked where the registry lives, with the same message.
+    cfg = load_config(TINY, ["method=tcjepaa"])
+    with pytest.raises(
+        ConfigError, match=r"'method' must be one of ijepa, tcjepa; got 'tcjepaa' \(did you mean 'tcjepa'"
+    ):
+        check_config(cfg)
+    with pytest.raises(ConfigError, match="method=tcjepa needs text.num_captions >= 1"):
+        check_config(load_config(TINY, ["text.num_captions=0"]))
+    check_config(load_config(TINY, ["method=ijepa", "text.num_captions=0"]))
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_training_step_matches_flop_counter(tiny_cfg, method_name: str, override
         assert shapes.captions >= 3 and shapes.words > 1  # the text path really is counted
     counter = FlopCounterMode(display=False)
     with counter, sdpa_kernel(SDPBackend.MATH):
-        loss, _ = method(batch)
+        loss = method(batch).loss
         loss.backward()
     measured = counter.get_total_flops()
     analytic = flops.training_step(shapes)

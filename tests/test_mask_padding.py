@@ -15,8 +15,8 @@ import tcjepa.data.masks as masks_module
 from tcjepa.config import ConfigError
 from tcjepa.data.masks import MaskBatch, MaskConfig, MultiBlockMaskSampler, pad_to_largest
 from tcjepa.data.pipeline import heldout_batch
+from tcjepa.losses.sparsity import FORMS, link_stats, sparsity_losses
 from tcjepa.methods import build_method
-from tcjepa.methods.sparsity import FORMS, link_stats, sparsity_losses
 from tcjepa.models.conditioner import CondOutput, TextInputs
 from tcjepa.models.vit import VisionTransformer, vit_spec
 from tcjepa.train.loop import pretrain

@@ -37,5 +37,5 @@ def test_word_maps_need_a_conditioner(tiny_cfg, tmp_path) -> None:
     from tcjepa.app.viz import word_maps
 
     ij_run = pretrain(tiny_cfg("method=ijepa", "train.steps=1", f"run.dir={tmp_path / 'ij'}"), progress=False)
-    with pytest.raises(ValueError, match="need a TC-JEPA run"):
+    with pytest.raises(ValueError, match="need a method with patch-word links"):
         word_maps(ij_run, [0], tmp_path)

@@ -199,6 +199,8 @@ def test_eval_target_explains_a_method_without_context_encoder(trained_run, monk
     import tcjepa.app.runs as runs
 
     class TargetOnly(torch.nn.Module):
+        has_ema_target = False
+
         def __init__(self) -> None:
             super().__init__()
             self.encoder = torch.nn.Identity()

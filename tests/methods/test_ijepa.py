@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tcjepa.config import ConfigError
 from tcjepa.methods import METHODS, build_method
 from tcjepa.methods.schedules import ema_at
 
@@ -18,7 +19,8 @@ def method(request, tiny_cfg):
 
 
 def test_forward_returns_loss_and_metrics(method, make_batch, add_text) -> None:
-    loss, metrics = method(add_text(make_batch()))
+    out = method(add_text(make_batch()))
+    loss, metrics = out.loss, out.logged()
     assert loss.ndim == 0 and loss.requires_grad and torch.isfinite(loss)
     for key in ("loss", "loss_pred", "loss_sparse", "loss_consistency"):
         assert key in metrics
@@ -27,7 +29,7 @@ def test_forward_returns_loss_and_metrics(method, make_batch, add_text) -> None:
 
 
 def test_target_encoder_gets_no_gradient(method, make_batch, add_text) -> None:
-    loss, _ = method(add_text(make_batch()))
+    loss = method(add_text(make_batch())).loss
     loss.backward()
     assert all(p.grad is None for p in method.target_encoder.parameters())
     assert all(p.grad is not None for p in method.context_encoder.parameters())
@@ -58,7 +60,7 @@ def test_ema_moves_the_target_by_the_scheduled_momentum(method, make_batch, add_
     assert momenta[0] != momenta[1] and all(m < 1 for m in momenta)  # so a wrong step or m would show
     # Even m from the neighbouring step moves the result by 3 * |dm|, far beyond the tolerance below.
     assert all(3 * abs(ema_at(cfg, s + 1) - m) > 1e-5 for s, m in zip(steps, momenta))
-    method(add_text(make_batch()))[0].backward()  # context encoder and predictor hold gradients
+    method(add_text(make_batch())).loss.backward()  # context encoder and predictor hold gradients
     for k, (step, m) in enumerate(zip(steps, momenta)):
         with torch.no_grad():  # known, far-apart values: context ~ +3, target ~ -2, distinct per element
             for i, p in enumerate(method.context_encoder.parameters()):
@@ -114,5 +116,7 @@ def test_param_groups(method) -> None:
 
 def test_build_method_checks_its_arguments(tiny_cfg) -> None:
     assert set(METHODS) == {"ijepa", "tcjepa"}
-    with pytest.raises(ValueError, match="text_dim"):
-        build_method(tiny_cfg("method=tcjepa"))
+    # The text width comes from the config when not given (hashed encoder of the tiny preset: 32).
+    assert build_method(tiny_cfg("method=tcjepa")).predictor.blocks[0].cond.k.in_features == 32
+    with pytest.raises(ConfigError, match="did you mean 'ijepa'"):
+        build_method(tiny_cfg("method=ijepaa"))

@@ -46,9 +46,7 @@ def test_zero_output_projection_gives_ijepa_predictions(methods, make_batch, add
     assert not torch.allclose(conditioned, plain, atol=1e-4)  # with its projection the text does change things
     assert torch.equal(zeroed, plain)  # adding an exact zero: no rounding to excuse
     # The whole objective agrees too, apart from the regularisers that only TC-JEPA has.
-    _, m_tc = tc(batch)
-    _, m_ij = ij(batch)
-    torch.testing.assert_close(m_tc["loss_pred"], m_ij["loss_pred"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(tc(batch).terms["loss_pred"], ij(batch).terms["loss_pred"], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("regularised", [True, False], ids=["full-loss", "prediction-loss-only"])
@@ -57,7 +55,8 @@ def test_gradients_reach_every_conditioner_projection(tiny_cfg, make_batch, add_
     torch.manual_seed(0)
     tc = build_method(tiny_cfg("method=tcjepa", *overrides), text_dim=TEXT_DIM)
     batch = add_text(make_batch())
-    loss, metrics = tc(batch)
+    out = tc(batch)
+    loss, metrics = out.loss, out.terms
     if not regularised:
         assert float(loss.detach()) == float(metrics["loss_pred"])
     loss.backward()
@@ -135,8 +134,7 @@ def test_image_without_captions_gets_the_text_free_prediction(tiny_cfg, make_bat
     torch.testing.assert_close(sparse, sparse_sub, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(consistency, consistency_sub, rtol=1e-6, atol=1e-7)
     # The -inf of the max-pool over no captions must not leak into the gradients.
-    loss, _ = tc(batch)
-    loss.backward()
+    tc(batch).loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in tc.parameters() if p.grad is not None)
 
 
@@ -144,9 +142,9 @@ def test_batch_without_any_caption_is_ijepa(methods, make_batch, add_text) -> No
     ij, tc = methods
     batch = add_text(make_batch(), lengths=[[0, 0, 0], [0, 0, 0]])
     assert TextInputs.from_batch(batch) is None
-    loss_tc, m_tc = tc(batch)
-    loss_ij, _ = ij(batch)
-    torch.testing.assert_close(loss_tc, loss_ij, rtol=0, atol=1e-6)
+    out_tc = tc(batch)
+    loss_tc, m_tc = out_tc.loss, out_tc.terms
+    torch.testing.assert_close(loss_tc, ij(batch).loss, rtol=0, atol=1e-6)
     assert float(m_tc["loss_sparse"]) == 0.0 and float(m_tc["loss_consistency"]) == 0.0
 
 
@@ -165,7 +163,8 @@ def test_sparse_warmup_ramps_the_regulariser_linearly(tiny_cfg, make_batch, add_
         assert float(total) == pytest.approx(share * float(full), rel=1e-6, abs=0.0), step
     # The step reaches the regulariser through the batch, as the training loop sends it.
     for step, share in [(0, 0.0), (5, 0.5), (20, 1.0)]:
-        loss, metrics = tc({**batch, "step": step})
+        out = tc({**batch, "step": step})
+        loss, metrics = out.loss, out.terms
         assert float(loss.detach() - metrics["loss_pred"]) == pytest.approx(share * float(full), rel=1e-5, abs=1e-7), (
             step
         )

@@ -176,9 +176,10 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(
 ) -> None:
     real = IJEPA.forward
 
-    def forward(self, batch):
-        loss, metrics = real(self, batch)
-        return (loss * bad if batch["step"] == 3 else loss), metrics
+    def forward(self, batch, diagnostics=False):
+        out = real(self, batch, diagnostics)
+        out.loss = out.loss * bad if batch["step"] == 3 else out.loss
+        return out
 
     monkeypatch.setattr(IJEPA, "forward", forward)
     cfg = tiny_cfg(
@@ -206,9 +207,10 @@ def test_non_finite_gradient_stops_before_the_weights_change(tiny_cfg, monkeypat
         def backward(ctx, grad):
             return grad * float("nan")
 
-    def forward(self, batch):
-        loss, metrics = real(self, batch)
-        return (NanGradient.apply(loss) if batch["step"] == 3 else loss), metrics
+    def forward(self, batch, diagnostics=False):
+        out = real(self, batch, diagnostics)
+        out.loss = NanGradient.apply(out.loss) if batch["step"] == 3 else out.loss
+        return out
 
     monkeypatch.setattr(IJEPA, "forward", forward)
     cfg = tiny_cfg(
@@ -229,9 +231,9 @@ def test_both_methods_train_with_each_text_encoder(tiny_cfg, monkeypatch: pytest
     seen: list[dict] = []
     real = IJEPA.forward
 
-    def forward(self, batch):
+    def forward(self, batch, diagnostics=False):
         seen.append(batch)
-        return real(self, batch)
+        return real(self, batch, diagnostics)
 
     monkeypatch.setattr(IJEPA, "forward", forward)
     cfg = tiny_cfg(
@@ -297,7 +299,7 @@ def test_bf16_autocast_trains_with_absent_captions(tiny_cfg, make_batch, add_tex
     method = build_method(tiny_cfg("train.precision=bf16"), text_dim=32)
     batch = add_text(make_batch(batch_size=3), captions=3, words=5, lengths=[[5, 0, 2], [0, 0, 0], [1, 4, 3]])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, metrics = method(batch)
+        loss = method(batch).loss
     loss.backward()
     assert torch.isfinite(loss)
     grads = [p.grad for p in method.parameters() if p.grad is not None]
@@ -313,6 +315,6 @@ def test_compiled_step_matches_eager(tiny_cfg, make_batch, add_text) -> None:
     torch.manual_seed(0)
     method = build_method(tiny_cfg(), text_dim=32)
     batch = add_text(make_batch(batch_size=2), captions=3, words=5)
-    eager, _ = method(batch)
-    compiled, _ = torch.compile(method)(batch)
+    eager = method(batch).loss
+    compiled = torch.compile(method)(batch).loss
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)

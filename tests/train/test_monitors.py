@@ -71,9 +71,8 @@ def test_fixed_batch_monitor_restores_mode(tiny_cfg, make_batch, add_text) -> No
 
     torch.manual_seed(0)
     method = build_method(tiny_cfg(), text_dim=32).train()
-    method.collect_stats = True
     out = FixedBatchMonitor(add_text(make_batch(batch_size=4)))(method)
-    assert method.training and method.collect_stats
+    assert method.training
     assert {"rankme", "rankme_patch", "feat_std", "text_usage"} <= out.keys()
     assert out["text_usage"] == pytest.approx(out["heldout_loss_shuffled_text"] / out["heldout_loss_true_text"])
 

@@ -21,7 +21,7 @@ import torch
 from ..config import Config
 from ..data.pipeline import PretrainStream, text_dim_for
 from ..flops import Shapes, text_encoder_forward, training_step
-from ..methods import build_method
+from ..methods import METHODS, build_method
 from ..methods.ijepa import encoder_spec
 from ..train.loop import pick_device
 
@@ -47,7 +47,7 @@ def expected_mask_sizes(stream: PretrainStream, batches: int = 50) -> tuple[floa
 def flop_shapes(cfg: Config, context: float, target: float, words: int, method: str) -> Shapes:
     spec = encoder_spec(cfg)  # the spec alone: building a ViT-H just to read its shape took minutes on CPU
     p = cfg.model.predictor
-    conditioned = method == "tcjepa"
+    conditioned = METHODS[method].text_conditioned
     return Shapes(
         num_patches=spec.num_patches,
         patch_dim=3 * spec.patch_size**2,
@@ -68,7 +68,7 @@ def flop_shapes(cfg: Config, context: float, target: float, words: int, method: 
 
 def _train_step(method: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, step: int, autocast) -> None:
     with autocast():
-        loss, _ = method(batch)
+        loss = method(batch).loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -87,7 +87,7 @@ def step_memory_mb(method: torch.nn.Module, opt: torch.optim.Optimizer, batch: d
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
-        loss, _ = method(batch)
+        loss = method(batch).loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -123,10 +123,13 @@ def run_bench(
     device = pick_device(cfg)
     bf16 = cfg.train.precision == "bf16"
     autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext
-    stream = PretrainStream(replace(cfg, method="tcjepa"), with_text="tcjepa" in methods)
+    text_methods = [m for m in methods if METHODS[m].text_conditioned]
+    # One stream for every method (same batches); it carries captions when any method reads them.
+    stream = PretrainStream(cfg, with_text=bool(text_methods))
     context, target = expected_mask_sizes(stream)
     words = cfg.text.max_len - (0 if cfg.text.keep_special else 2)
-    base_flops = training_step(flop_shapes(cfg, context, target, words, "ijepa"))["total"]
+    base = methods[0]  # overheads and step-time ratios are against the first method listed
+    base_flops = training_step(flop_shapes(cfg, context, target, words, base))["total"]
     results = []
     if flops_only:
         for name in methods:
@@ -134,13 +137,13 @@ def run_bench(
             rec = {
                 "method": name,
                 "flops_per_img": parts["total"],
-                "overhead_vs_ijepa": parts["total"] / base_flops - 1,
+                f"overhead_vs_{base}": parts["total"] / base_flops - 1,
                 "caption_words": words,
                 "context_tokens": context,
                 "target_tokens": target,
                 "breakdown": {k: v for k, v in parts.items() if k != "total"},
                 "text_encoder_flops_per_img": text_encoder_forward(cfg.text.num_captions, cfg.text.max_len)
-                if name == "tcjepa"
+                if METHODS[name].text_conditioned
                 else 0.0,
             }
             emit(rec)
@@ -158,7 +161,7 @@ def run_bench(
         b.pop("stats")
     words_seen = statistics.fmean(b["text"].shape[2] for b in batches) if "text" in batches[0] else 0
     text_ms = None
-    if "tcjepa" in methods:
+    if text_methods:
         flat = [c for b in batches[:1] for caps in b["captions"] for c in caps]
         t0 = time.perf_counter()
         stream.cache.encoder.encode(flat)
@@ -168,7 +171,7 @@ def run_bench(
     built = {}
     for name in methods:
         torch.manual_seed(cfg.seed)
-        m = build_method(replace(cfg, method=name), text_dim_for(cfg) if name == "tcjepa" else None).to(device)
+        m = build_method(replace(cfg, method=name)).to(device)
         opt = torch.optim.AdamW(m.param_groups(), lr=cfg.optim.lr)
         for i in range(2):  # warm-up: allocator, kernels, compile
             _train_step(m, opt, batches[i % n_batches], i, autocast)
@@ -199,19 +202,17 @@ def run_bench(
             "data_ms_cold_cache": cold_ms,
             "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
             "precision": cfg.train.precision,
-            "caption_words": round(words_seen) if name == "tcjepa" else 0,
+            "caption_words": round(words_seen) if m.text_conditioned else 0,
         }
-        if name == "tcjepa":
+        if m.text_conditioned:
             rec["text_encode_ms_on_the_fly"] = text_ms
             rec["step_ms_with_text_on_the_fly"] = rec["step_ms"] + (text_ms or 0.0)
         rec["peak_mem_mb"], rec["peak_mem_source"] = peak_memory_mb(m, opt, batches[0], autocast, device)
         rec["mfu"] = _mfu(parts["total"] * rec["img_per_s"], device, cfg.train.precision)
         emit(rec)
         results.append(rec)
-    if "ijepa" in times and "tcjepa" in times:
-        emit(
-            {"ratio_tcjepa_over_ijepa_step_ms": statistics.median(times["tcjepa"]) / statistics.median(times["ijepa"])}
-        )
+    for name in methods[1:]:
+        emit({f"ratio_{name}_over_{base}_step_ms": statistics.median(times[name]) / statistics.median(times[base])})
     return results
 
 

@@ -24,7 +24,12 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
+    """The config, with the method's own checks run at once (config.validate cannot see the registry)."""
+    from ..methods import check_config
+
+    cfg = load_config(args.config, args.overrides)
+    check_config(cfg)
+    return cfg
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -39,13 +44,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from ..methods import METHODS
     from .bench import run_bench
 
     cfg = _config(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
-        if m not in ("ijepa", "tcjepa"):
-            raise ConfigError(f"--methods: unknown method {m!r}; choose from ijepa, tcjepa")
+        if m not in METHODS:
+            raise ConfigError(f"--methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
     out = open(args.out, "a") if args.out else None  # noqa: SIM115
 
     def emit(record: dict) -> None:
@@ -93,12 +99,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
+    from ..methods import method_class
     from .runs import load_run_config
     from .viz import masks_and_errors, word_maps
 
     out = Path(args.out or Path(args.run) / "viz")
     written = [masks_and_errors([args.run, *args.compare], args.images, out)]
-    if load_run_config(args.run).method == "tcjepa":
+    if method_class(load_run_config(args.run).method).grounded:
         written += word_maps(args.run, args.images, out, captions_per_image=args.captions, raw=args.raw)
     for path in written:
         print(f"wrote {path}")

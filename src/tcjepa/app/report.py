@@ -21,6 +21,7 @@ import yaml
 
 from ..config import EMA_INIT_SHARE_WARN, Config
 from ..eval.scene import SCENE_TASKS
+from ..methods import METHODS
 from .floor_check import floor_lines
 from .plots import colours_for, plot_bars, plot_curves, plot_sweep, read_metrics, series
 from .runs import checkpoint_step, logged_ema_init_share
@@ -379,6 +380,11 @@ def cfgs_method(run_dir: Path) -> str | None:
     return yaml.safe_load(path.read_text()).get("method") if path.is_file() else None
 
 
+def _grounded(method: str | None) -> bool:
+    """Does this method expose patch-word links (so word maps can be drawn)?"""
+    return method in METHODS and METHODS[method].grounded
+
+
 def _figures(
     plan: Plan, out: Path, agg: dict, arms: list[str], keys: list[str], chance: dict, colours: dict, seeds: int
 ) -> list[str]:
@@ -408,7 +414,7 @@ def _figures(
     }
     if plot_curves(runs, out / "curves.png", CURVE_PANELS, colours):
         names.append("curves")
-    tc_arms = {a.label: out / a.slug / "seed0" for a in plan.arms if cfgs_method(out / a.slug / "seed0") == "tcjepa"}
+    tc_arms = {a.label: out / a.slug / "seed0" for a in plan.arms if _grounded(cfgs_method(out / a.slug / "seed0"))}
     if tc_arms:
         from .viz import word_map_grid
 

@@ -9,7 +9,6 @@ import torch
 import yaml
 
 from ..config import Config, config_from_dict
-from ..data.pipeline import text_dim_for
 from ..export import export_encoder, is_exported_encoder, load_encoder
 from ..methods import build_method
 from ..train.checkpoint import load_checkpoint
@@ -31,7 +30,7 @@ def checkpoint_step(run_dir: str | Path) -> int | None:
 def build_untrained(cfg: Config, seed: int | None = None) -> torch.nn.Module:
     """The method exactly as training would start it: the random-init floor for every probe."""
     torch.manual_seed(cfg.seed if seed is None else seed)
-    return build_method(cfg, text_dim_for(cfg) if cfg.method == "tcjepa" else None)
+    return build_method(cfg)
 
 
 def load_run_method(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[Config, torch.nn.Module]:
@@ -57,7 +56,7 @@ ENCODERS = ("target", "context")
 
 def has_context_encoder(method) -> bool:
     """JEPA methods train a context encoder beside the EMA target encoder; only those have one to evaluate."""
-    return isinstance(getattr(method, "context_encoder", None), torch.nn.Module)
+    return method.has_ema_target
 
 
 def logged_ema_init_share(run_dir: str | Path, step: int | None = None) -> float | None:
@@ -105,7 +104,7 @@ def eval_target(path: str | Path, encoder: str = "target"):
             module = method.context_encoder
         else:
             module = method.encoder
-        cache = build_caption_cache(cfg) if getattr(method, "needs_text", False) else None
+        cache = build_caption_cache(cfg) if method.text_conditioned else None
         step = checkpoint_step(path)
         info = {
             "method": cfg.method,

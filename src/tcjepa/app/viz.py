@@ -75,8 +75,8 @@ def word_maps(
     """One PNG per image: a row per caption, a panel per word with its rectified patch-word map; ``raw``
     also writes ``word_maps_<i>_raw.png`` from the same cosines, unrectified."""
     cfg, method = load_run_method(run)
-    if not getattr(method, "needs_text", False):
-        raise ValueError(f"{run} is a {cfg.method} run: patch-word maps need a TC-JEPA run")
+    if not method.grounded:
+        raise ValueError(f"{run} is a {cfg.method} run: patch-word maps need a method with patch-word links (TC-JEPA)")
     cache = build_caption_cache(cfg)
     ds = ShapesDataset("test", image_size=cfg.data.image_size, seed=EVAL_SEED, size=max(images) + 1)
     grid = cfg.data.image_size // cfg.model.encoder.patch_size
@@ -141,7 +141,7 @@ def masks_and_errors(runs: list[str | Path], images: list[int], out: Path) -> Pa
         if cfg.data.image_size != cfg0.data.image_size or cfg.model.encoder.patch_size != cfg0.model.encoder.patch_size:
             raise ValueError(f"{run}: image or patch size differs from {runs[0]}; errors need the same patch grid")
         text = None
-        if getattr(method, "needs_text", False):
+        if method.text_conditioned:
             cache = build_caption_cache(cfg)
             caps = [list(ds.scene(i).captions[: cfg.text.num_captions]) for i in images]
             text = TextInputs.from_batch(cache.batch(caps, cfg.text.num_captions))
@@ -191,7 +191,7 @@ def word_map_grid(
     is all negative). Runs on another image or patch size than the first are left out (their maps would
     not line up). Returns the files written (none without a TC-JEPA run)."""
     loaded = {label: load_run_method(r) for label, r in runs.items()}
-    loaded = {k: v for k, v in loaded.items() if getattr(v[1], "needs_text", False)}
+    loaded = {k: v for k, v in loaded.items() if v[1].grounded}
     if not loaded:
         return []
     cfg0 = next(iter(loaded.values()))[0]

@@ -164,7 +164,7 @@ def evaluate(
         {f"health/{k}": v for k, v in representation_health(feats["test"].pooled, feats["test"].patches).items()}
     )
     metrics.update(_fashion(target, suite, last4, device, progress))
-    if target.method is not None and target.cache is not None and getattr(target.method, "needs_text", False):
+    if target.method is not None and target.cache is not None and target.method.grounded:
         from .grounding import evaluate_grounding
 
         scenes = ShapesDataset("test", image_size=target.image_size, seed=EVAL_SEED, size=suite.grounding_images)

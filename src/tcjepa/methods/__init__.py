@@ -1,26 +1,54 @@
-"""Training objectives behind one interface (docs/design.md §3); ``build_method`` picks one by config."""
+"""Training objectives behind one contract (``base.Method``, docs/design.md §3).
+
+``METHODS`` is the only list of method names in the project: the config's ``method`` key, the CLI and the
+benchmark take their choices from it, and nothing outside this package compares a method's name.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+import difflib
 
-from ..config import Config
+from ..config import Config, ConfigError
+from ..data.pipeline import text_dim_for
+from .base import BatchSpec, Method, StepOutput
 from .ijepa import IJEPA
 from .tcjepa import TCJEPA
 
-METHODS = {"ijepa": IJEPA, "tcjepa": TCJEPA}
+METHODS: dict[str, type[Method]] = {"ijepa": IJEPA, "tcjepa": TCJEPA}
 
 
-def build_method(cfg: Config, text_dim: int | None = None) -> nn.Module:
-    """``text_dim`` is the width of the text encoder's word states; methods that need text require it."""
-    if cfg.method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {cfg.method!r}")
-    cls = METHODS[cfg.method]
-    if cls.needs_text:
-        if text_dim is None:
-            raise ValueError(f"method {cfg.method} needs the text encoder's width (text_dim)")
-        return cls(cfg, text_dim)
+def method_class(name: str) -> type[Method]:
+    """The registered class for ``name``, or a ConfigError naming the choices and the closest one."""
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, list(METHODS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"config key 'method' must be one of {', '.join(METHODS)}; got {name!r}{hint}")
+    return METHODS[name]
+
+
+def check_config(cfg: Config) -> type[Method]:
+    """Validate what ``config.validate`` cannot know: the method's name and its own requirements."""
+    cls = method_class(cfg.method)
+    cls.check_config(cfg)
+    return cls
+
+
+def build_method(cfg: Config, text_dim: int | None = None) -> Method:
+    """``text_dim`` (the text encoder's word-state width) is resolved from the config when not given."""
+    cls = check_config(cfg)
+    if cls.text_conditioned:
+        return cls(cfg, text_dim if text_dim is not None else text_dim_for(cfg))
     return cls(cfg)
 
 
-__all__ = ["IJEPA", "TCJEPA", "METHODS", "build_method"]
+__all__ = [
+    "IJEPA",
+    "METHODS",
+    "TCJEPA",
+    "BatchSpec",
+    "Method",
+    "StepOutput",
+    "build_method",
+    "check_config",
+    "method_class",
+]

@@ -1,7 +1,6 @@
 """I-JEPA: predict the EMA target encoder's (layer-normed) features of masked blocks from a context block.
 
-The method interface (docs/design.md §3), shared by every objective so the loop never branches on names:
-``forward(batch) -> (loss, metrics)``, ``after_step(step)``, ``encoder``, ``param_groups()``.
+A :class:`~tcjepa.methods.base.Method` (docs/design.md §3) with an EMA target; TC-JEPA extends it.
 """
 
 from __future__ import annotations
@@ -13,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
+from ..losses.jepa import prediction_loss as jepa_loss
 from ..models.conditioner import CondOutput, TextInputs
 from ..models.predictor import Predictor, gather_targets
 from ..models.vit import VisionTransformer, ViTSpec, vit_spec
+from .base import Method, StepOutput
 from .schedules import ema_at
 
 
@@ -28,20 +29,11 @@ def build_encoder(cfg: Config) -> VisionTransformer:
     return VisionTransformer(encoder_spec(cfg))
 
 
-def prediction_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "smooth_l1":
-        return F.smooth_l1_loss(pred, target)
-    if kind == "l2":
-        return F.mse_loss(pred, target)
-    raise ValueError(f"loss.pred must be smooth_l1 or l2, got {kind!r}")
-
-
-class IJEPA(nn.Module):
-    needs_text = False
+class IJEPA(Method):
+    has_ema_target = True
 
     def __init__(self, cfg: Config, text_dim: int | None = None):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.context_encoder = build_encoder(cfg)
         self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         spec = self.context_encoder.spec
@@ -57,7 +49,6 @@ class IJEPA(nn.Module):
             cond_heads=p.cond_heads,
             centred_links=cfg.loss.centred,
         )
-        self.collect_stats = False  # set by the loop on logging steps: extra, cheap diagnostics
 
     @property
     def encoder(self) -> VisionTransformer:
@@ -84,23 +75,22 @@ class IJEPA(nn.Module):
         z = self.context_encoder(batch["images"], keep=batch["mask_context"], keep_valid=valid)
         return self.predictor(z, batch["mask_context"], batch["mask_targets"], text, ctx_valid=valid)
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+    def forward(self, batch: dict, diagnostics: bool = False) -> StepOutput:
         h = self.targets(batch["images"])
         target = gather_targets(h, batch["mask_targets"])
         text = self.text_inputs(batch)
         pred, outputs = self.predict(batch, text)
-        loss_pred = prediction_loss(pred.float(), target, self.cfg.loss.pred)
+        loss_pred = jepa_loss(pred.float(), target, self.cfg.loss.pred)
         reg, sparse, consistency = self.regularise(outputs, text, int(batch.get("step", 0)))
-        loss = loss_pred + reg
-        metrics: dict[str, float | torch.Tensor] = {
-            "loss": loss.detach(),
-            "loss_pred": loss_pred.detach(),
-            "loss_sparse": sparse.detach(),
-            "loss_consistency": consistency.detach(),
-        }
-        if self.collect_stats:
-            metrics.update(self.diagnostics(h, target, batch["mask_targets"], loss_pred, outputs, text))
-        return loss, metrics
+        terms = {"loss_pred": loss_pred, "loss_sparse": sparse, "loss_consistency": consistency}
+        report = self.diagnostics(h, target, batch["mask_targets"], loss_pred, outputs, text) if diagnostics else {}
+        return StepOutput(loss_pred + reg, terms, report)
+
+    def prediction_loss(self, batch: dict) -> torch.Tensor:
+        """The prediction term alone (no regulariser): what the text-usage monitor compares."""
+        target = gather_targets(self.targets(batch["images"]), batch["mask_targets"])
+        pred, _ = self.predict(batch, self.text_inputs(batch))
+        return jepa_loss(pred.float(), target, self.cfg.loss.pred)
 
     @torch.no_grad()
     def diagnostics(
@@ -115,7 +105,7 @@ class IJEPA(nn.Module):
         """Collapse signals (docs/findings.md §2): raw JEPA loss alone hides a collapsed target space."""
         # Baseline that ignores the image: predict each position's batch-mean target.
         baseline = gather_targets(h.mean(dim=0, keepdim=True).expand_as(h), tgt_idx)
-        base_loss = prediction_loss(baseline, target, self.cfg.loss.pred)
+        base_loss = jepa_loss(baseline, target, self.cfg.loss.pred)
         return {
             "target_var": float(h.var(dim=1).mean()),  # within-image token variance of the targets
             "pred_vs_mean": float(loss_pred / base_loss.clamp_min(1e-12)),
@@ -131,15 +121,3 @@ class IJEPA(nn.Module):
 
     def trainable_modules(self) -> list[nn.Module]:
         return [self.context_encoder, self.predictor]
-
-    def param_groups(self) -> list[dict]:
-        """Weight decay on matrices only: biases, norms and other 1-D parameters are excluded."""
-        decay, no_decay = [], []
-        for module in self.trainable_modules():
-            for p in module.parameters():
-                if p.requires_grad:
-                    (no_decay if p.ndim <= 1 else decay).append(p)
-        return [
-            {"params": decay, "apply_wd": True},
-            {"params": no_decay, "apply_wd": False, "weight_decay": 0.0},
-        ]

@@ -7,20 +7,43 @@ optionally ramped in over ``loss.sparse_warmup_steps``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..config import Config
+from ..losses.sparsity import link_stats, sparsity_losses
 from ..models.conditioner import CondOutput, TextInputs
+from .base import BatchSpec, require
 from .ijepa import IJEPA
 from .schedules import ramp
-from .sparsity import link_stats, sparsity_losses
 
 
 class TCJEPA(IJEPA):
-    needs_text = True
+    text_conditioned = True
+    grounded = True
 
     def __init__(self, cfg: Config, text_dim: int):
         super().__init__(cfg, text_dim=text_dim)
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        require(cfg.text.num_captions >= 1, "method=tcjepa needs text.num_captions >= 1")
+
+    @classmethod
+    def batch_spec(cls, cfg: Config) -> BatchSpec:
+        return BatchSpec(masks=True, text="states", captions=cfg.text.num_captions)
+
+    def grad_report(self) -> dict[str, float]:
+        """Gradient norms reaching the conditioner's W_Q, W_K, W_V (all layers): is the text path learning?"""
+        sums = {"q": 0.0, "k": 0.0, "v": 0.0}
+        for name, p in self.named_parameters():
+            for key in sums:
+                if f".cond.{key}." in name and p.grad is not None:
+                    sums[key] += float(p.grad.float().pow(2).sum())
+        if not any(".cond." in n for n, _ in self.named_parameters()):
+            return {}
+        return {f"grad_norm_cond_{k}": math.sqrt(v) for k, v in sums.items()}
 
     def text_inputs(self, batch: dict) -> TextInputs | None:
         return TextInputs.from_batch(batch)

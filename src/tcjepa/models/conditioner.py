@@ -61,7 +61,7 @@ class CondOutput:
 
 class TextCrossAttention(nn.Module):
     """``centred_links``: the patch-word similarity of the regularisers and monitors uses each caption's keys
-    minus their mean over its real words (see :mod:`tcjepa.methods.sparsity`); attention is unaffected."""
+    minus their mean over its real words (see :mod:`tcjepa.losses.sparsity`); attention is unaffected."""
 
     def __init__(self, dim: int, text_dim: int, num_heads: int, centred_links: bool = False):
         super().__init__()

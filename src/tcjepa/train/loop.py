@@ -22,7 +22,6 @@ from ..data.pipeline import (
     build_caption_cache,
     heldout_batch,
     pretrain_loader,
-    text_dim_for,
     to_device,
 )
 from ..methods import build_method
@@ -72,18 +71,6 @@ def _trim_metrics(path: Path, last_step: int) -> None:
 
 def _as_float(v) -> float:
     return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
-
-
-def _cond_grad_norms(method: torch.nn.Module) -> dict[str, float]:
-    """Gradient norms reaching the conditioner's W_Q, W_K, W_V (all layers): is the text path learning?"""
-    sums = {"q": 0.0, "k": 0.0, "v": 0.0}
-    for name, p in method.named_parameters():
-        for key in sums:
-            if f".cond.{key}." in name and p.grad is not None:
-                sums[key] += float(p.grad.float().pow(2).sum())
-    if not any(".cond." in n for n, _ in method.named_parameters()):
-        return {}
-    return {f"grad_norm_cond_{k}": math.sqrt(v) for k, v in sums.items()}
 
 
 def _warn_ema_horizon(cfg: Config) -> None:
@@ -143,7 +130,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
     device = pick_device(cfg)
     torch.manual_seed(cfg.seed)
 
-    method = build_method(cfg, text_dim_for(cfg) if cfg.method == "tcjepa" else None).to(device)
+    method = build_method(cfg).to(device)
     optimizer = torch.optim.AdamW(
         method.param_groups(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
     )
@@ -188,7 +175,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
         if cfg.train.keep_every and step % cfg.train.keep_every == 0:
             atomic_save(state, ckpt_dir / f"step_{step}.pt")
 
-    needs_text = bool(getattr(method, "needs_text", False))
+    needs_text = method.batch_spec(cfg).text != "none"
     stream = PretrainStream(cfg, with_text=needs_text)
     loader = pretrain_loader(stream, start_step, cfg.data.num_workers)
     monitor = online = None
@@ -225,16 +212,16 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
                 if group.get("apply_wd", True):
                     group["weight_decay"] = wd
             logging_step = step % cfg.train.log_every == 0 or step == cfg.train.steps - 1
-            method.collect_stats = logging_step
             window.add(batch.pop("stats", {}))
             batch = to_device(batch, device)
             with autocast:
-                loss, metrics = forward(batch)
+                out = forward(batch, diagnostics=logging_step)
+            loss, metrics = out.loss, out.logged()
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
+                terms = ", ".join(f"{k}={_as_float(v):.4g}" for k, v in out.terms.items())
                 raise TrainingDiverged(
-                    f"loss is {loss_value} at step {step} (loss_pred={_as_float(metrics['loss_pred']):.4g}, "
-                    f"loss_sparse={_as_float(metrics['loss_sparse']):.4g}). Training stopped; the last good "
+                    f"loss is {loss_value} at step {step} ({terms}). Training stopped; the last good "
                     f"checkpoint is kept at {latest if latest.exists() else '(none yet)'}. Try a lower optim.lr, "
                     "optim.grad_clip=1.0, or train.precision=fp32."
                 )
@@ -249,7 +236,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
                     f"{latest if latest.exists() else '(none yet)'}. A term of the loss has a non-finite "
                     "gradient; try train.precision=fp32 or another loss.sparse_form, and report it."
                 )
-            cond_norms = _cond_grad_norms(method) if logging_step else {}
+            cond_norms = method.grad_report() if logging_step else {}
             optimizer.step()
             method.after_step(step)
             init_share *= ema_at(cfg, step)

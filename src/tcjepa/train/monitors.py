@@ -72,14 +72,9 @@ class FixedBatchMonitor:
                 "rankme_patch": effective_rank(feats.reshape(-1, feats.shape[-1])[:4096]),
                 "feat_std": float(feats.mean(dim=1).std(dim=0).mean()),
             }
-            if getattr(method, "needs_text", False) and "text" in self.batch:
-                collect = method.collect_stats
-                method.collect_stats = False
-                _, true = method(self.batch)
-                _, shuffled = method(shuffled_text(self.batch))
-                method.collect_stats = collect
-                out["heldout_loss_true_text"] = float(true["loss_pred"])
-                out["heldout_loss_shuffled_text"] = float(shuffled["loss_pred"])
+            if method.text_conditioned and "text" in self.batch:
+                out["heldout_loss_true_text"] = float(method.prediction_loss(self.batch))
+                out["heldout_loss_shuffled_text"] = float(method.prediction_loss(shuffled_text(self.batch)))
                 out["text_usage"] = out["heldout_loss_shuffled_text"] / max(out["heldout_loss_true_text"], 1e-12)
             return out
         finally:

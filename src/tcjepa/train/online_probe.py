@@ -71,7 +71,7 @@ class OnlineProbe:
                     epochs=15,
                 )
             out[f"online/{name}"] = res.val_acc
-        if self.cache is not None and getattr(method, "needs_text", False):
+        if self.cache is not None and method.grounded:
             res = evaluate_grounding(method, self.grounding, self.cache, n=len(self.grounding), device=self.device)
             out["online/pointing"] = res.accuracy
             out["online/pointing_chance"] = res.chance

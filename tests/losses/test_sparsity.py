@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from tcjepa.losses.sparsity import link_stats, sparsity_losses
 from tcjepa.methods import build_method
-from tcjepa.methods.sparsity import link_stats, sparsity_losses
 from tcjepa.models.conditioner import CondOutput, TextInputs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -63,7 +63,7 @@ def test_paper_form_matches_a_naive_reference(tiny_cfg, make_batch, add_text) ->
     inputs: list[torch.Tensor] = []
     hooks = [c.register_forward_hook(lambda _m, args, _out: inputs.append(args[0].detach())) for c in conds]
     try:
-        _, metrics = tc(batch)
+        metrics = tc(batch).terms
     finally:
         for h in hooks:
             h.remove()
