@@ -116,7 +116,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 1000
-    batch_size: int = 64  # global batch
+    batch_size: int = 64  # global batch of one optimizer step
+    accum_steps: int = 1  # cut each step's batch into this many micro-batches (same gradient, less memory)
     precision: str = "fp32"  # fp32|bf16 (autocast, no GradScaler)
     compile: bool = False
     device: str = "auto"  # auto|cpu|cuda
@@ -375,6 +376,14 @@ def validate(cfg: Config) -> None:
         "mask.min_keep",
     ):
         _check(flat[key] >= 0, f"config key '{key}' must be >= 0, got {flat[key]}")
+    acc, bs = cfg.train.accum_steps, cfg.train.batch_size
+    _check(acc >= 1, f"config key 'train.accum_steps' must be >= 1 (1 = no accumulation), got {acc}")
+    _check(
+        bs % acc == 0,
+        f"config key 'train.batch_size'={bs} is not divisible by 'train.accum_steps'={acc}; the step cuts its "
+        f"batch into equal micro-batches, so use a train.batch_size that is a multiple of {acc} "
+        f"(e.g. {max(acc, bs // acc * acc)}) or another train.accum_steps",
+    )
     _check(cfg.text.max_len >= 3, "config key 'text.max_len' must be >= 3 (two special tokens plus a word)")
     _check(
         1 <= cfg.data.min_objects <= cfg.data.max_objects <= 4,

@@ -170,9 +170,10 @@ def test_optimizer_steps_with_the_scheduled_lr_and_weight_decay(tiny_cfg) -> Non
     assert len({round(wd_at(cfg, s), 15) for s in range(cfg.train.steps)}) > 1
 
 
+@pytest.mark.parametrize("accum_steps", [1, 2])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(
-    tiny_cfg, monkeypatch: pytest.MonkeyPatch, bad: float
+    tiny_cfg, monkeypatch: pytest.MonkeyPatch, bad: float, accum_steps: int
 ) -> None:
     real = IJEPA.forward
 
@@ -183,7 +184,12 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(
 
     monkeypatch.setattr(IJEPA, "forward", forward)
     cfg = tiny_cfg(
-        "train.steps=6", "train.ckpt_every=2", "train.batch_size=4", "train.monitor_every=0", "train.log_every=1"
+        "train.steps=6",
+        "train.ckpt_every=2",
+        "train.batch_size=4",
+        f"train.accum_steps={accum_steps}",
+        "train.monitor_every=0",
+        "train.log_every=1",
     )
     latest = Path(cfg.run.dir) / "checkpoints" / "latest.pt"
     with pytest.raises(TrainingDiverged, match=r"at step 3\b") as err:

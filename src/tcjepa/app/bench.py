@@ -2,14 +2,14 @@
 
 Shared machines are noisy, so methods are timed interleaved (round-robin, several rounds) on the same
 pre-built batches and the median is reported; compare methods by the ratio from one invocation.
-The training step excludes data loading; the data side (rendering, masks, caption lookup with a warm
-cache) and the cost of running the text encoder on the fly are reported beside it.
+The step timed is the loop's own (``train.step.train_step``: accumulation, clipping, the finite check,
+the EMA), so a change to the step shows here; its phases are timed too (``phase_ms``, medians in ms).
+It excludes data loading; the data side (rendering, masks, caption lookup with a warm cache) and the
+cost of running the text encoder on the fly are reported beside it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import statistics
 import time
@@ -24,6 +24,8 @@ from ..flops import Shapes, text_encoder_forward, training_step
 from ..methods import METHODS, build_method
 from ..methods.ijepa import encoder_spec
 from ..train.loop import pick_device
+from ..train.step import TrainingDiverged, autocast_for, grad_clip, train_step
+from ..train.timing import PhaseTimers
 
 # Dense peak FLOP/s by GPU name fragment and precision, for MFU.
 PEAK_FLOPS = {
@@ -66,16 +68,33 @@ def flop_shapes(cfg: Config, context: float, target: float, words: int, method: 
     )
 
 
-def _train_step(method: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, step: int, autocast) -> None:
-    with autocast():
-        loss = method(batch).loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    method.after_step(step)
+def loop_step(
+    cfg: Config,
+    method: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: dict,
+    step: int,
+    timers: PhaseTimers | None = None,
+    forward: Callable | None = None,
+) -> None:
+    """One step exactly as ``tcjepa train`` takes it: ``train_step`` with this config's accumulation,
+    clipping and precision (the finite check included, so a diverging benchmark says so)."""
+    result = train_step(
+        method,
+        forward or method,
+        opt,
+        batch,
+        step,
+        accum_steps=cfg.train.accum_steps,
+        clip=grad_clip(cfg),
+        autocast=autocast_for(next(method.parameters()).device, cfg.train.precision),
+        timers=timers or PhaseTimers(),
+    )
+    if not result.finite:
+        raise TrainingDiverged.at(step, result, None)
 
 
-def step_memory_mb(method: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, autocast) -> float:
+def step_memory_mb(cfg: Config, method: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict) -> float:
     """Training-step memory from tensor bytes: parameters (both encoders), gradients, optimizer state and
     every tensor autograd saves for backward (unique storages). Deterministic, unlike a process's RSS,
     whose allocator keeps freed memory; used on CPU, where no allocator statistics exist."""
@@ -86,11 +105,8 @@ def step_memory_mb(method: torch.nn.Module, opt: torch.optim.Optimizer, batch: d
         storages[st.data_ptr()] = st.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast():
-        loss = method(batch).loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loop_step(cfg, method, opt, batch, 0)
     params = sum(p.numel() * p.element_size() for p in method.parameters())
     grads = sum(p.grad.numel() * p.grad.element_size() for p in method.parameters() if p.grad is not None)
     state = sum(
@@ -100,16 +116,16 @@ def step_memory_mb(method: torch.nn.Module, opt: torch.optim.Optimizer, batch: d
 
 
 def peak_memory_mb(
-    method: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, autocast, device: torch.device
+    cfg: Config, method: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, device: torch.device
 ) -> tuple[float, str]:
     """Peak allocated memory on CUDA; on CPU the tensor-byte count of :func:`step_memory_mb`."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        _train_step(method, opt, batch, 0, autocast)
+        loop_step(cfg, method, opt, batch, 0)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
-    return step_memory_mb(method, opt, batch, autocast), "params+grads+optimizer+saved activations"
+    return step_memory_mb(cfg, method, opt, batch), "params+grads+optimizer+saved activations"
 
 
 def run_bench(
@@ -121,8 +137,6 @@ def run_bench(
     emit: Callable[[dict], None] = lambda r: print(json.dumps(r), flush=True),
 ) -> list[dict]:
     device = pick_device(cfg)
-    bf16 = cfg.train.precision == "bf16"
-    autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext
     text_methods = [m for m in methods if METHODS[m].text_conditioned]
     # One stream for every method (same batches); it carries captions when any method reads them.
     stream = PretrainStream(cfg, with_text=bool(text_methods))
@@ -173,21 +187,22 @@ def run_bench(
         torch.manual_seed(cfg.seed)
         m = build_method(replace(cfg, method=name)).to(device)
         opt = torch.optim.AdamW(m.param_groups(), lr=cfg.optim.lr)
+        forward = torch.compile(m) if cfg.train.compile else m  # as the loop does
         for i in range(2):  # warm-up: allocator, kernels, compile
-            _train_step(m, opt, batches[i % n_batches], i, autocast)
-        built[name] = (m, opt)
+            loop_step(cfg, m, opt, batches[i % n_batches], i, forward=forward)
+        built[name] = (m, opt, forward, PhaseTimers(enabled=True, device=device))
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(rounds):
         for name in methods:
-            m, opt = built[name]
+            m, opt, forward, timers = built[name]
             for i in range(steps):
                 _sync(device)
                 t = time.perf_counter()
-                _train_step(m, opt, batches[i % n_batches], i, autocast)
+                loop_step(cfg, m, opt, batches[i % n_batches], i, timers, forward)
                 _sync(device)
                 times[name].append(time.perf_counter() - t)
     for name in methods:
-        m, opt = built[name]
+        m, opt, _, timers = built[name]
         step_s = statistics.median(times[name])
         parts = training_step(flop_shapes(cfg, context, target, round(words_seen) or words, name))
         rec = {
@@ -203,11 +218,13 @@ def run_bench(
             "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
             "precision": cfg.train.precision,
             "caption_words": round(words_seen) if m.text_conditioned else 0,
+            "accum_steps": cfg.train.accum_steps,
+            "phase_ms": timers.medians_ms(),  # median per phase; the rest of step_ms is host overhead and syncs
         }
         if m.text_conditioned:
             rec["text_encode_ms_on_the_fly"] = text_ms
             rec["step_ms_with_text_on_the_fly"] = rec["step_ms"] + (text_ms or 0.0)
-        rec["peak_mem_mb"], rec["peak_mem_source"] = peak_memory_mb(m, opt, batches[0], autocast, device)
+        rec["peak_mem_mb"], rec["peak_mem_source"] = peak_memory_mb(cfg, m, opt, batches[0], device)
         rec["mfu"] = _mfu(parts["total"] * rec["img_per_s"], device, cfg.train.precision)
         emit(rec)
         results.append(rec)

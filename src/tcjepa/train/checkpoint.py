@@ -116,8 +116,13 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 # Keys added after runs were first saved, with the value that reproduces what a run saved without them did.
 # A run saved before ``mask.draw`` existed drew block sizes independently; one saved before ``mask.truncate``
-# cut contexts to the batch minimum.
-LEGACY_VALUES = {"mask.draw": "independent", "mask.truncate": "min", "optim.warmup_fraction": 0.1}
+# cut contexts to the batch minimum; one saved before ``train.accum_steps`` did not accumulate.
+LEGACY_VALUES = {
+    "mask.draw": "independent",
+    "mask.truncate": "min",
+    "optim.warmup_fraction": 0.1,
+    "train.accum_steps": 1,
+}
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:

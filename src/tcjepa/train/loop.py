@@ -1,15 +1,15 @@
 """The pretraining loop, top to bottom in one function (nanoGPT style): nothing hides in callbacks.
 
 Any method with the docs/design.md §3 interface trains here; the loop never branches on the method's name.
+The step itself (micro-batches, backward, clip, finite check, update, EMA) is ``step.train_step``, one
+call here, so ``tcjepa bench`` times exactly the step that trains.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -38,12 +38,9 @@ from .checkpoint import (
 from .monitors import DeadZoneAlarm, FixedBatchMonitor
 from .online_probe import OnlineProbe
 from .schedules import lr_at, wd_at
+from .step import TrainingDiverged, autocast_for, grad_clip, train_step
 
 log = logging.getLogger("tcjepa.train")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is kept."""
 
 
 def resolve_run_dir(cfg: Config) -> Path:
@@ -186,10 +183,9 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
         if cfg.train.online_probe:
             online = OnlineProbe(cfg.data.image_size, cache=cache, device=device)
     alarm = DeadZoneAlarm()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.precision == "bf16" else nullcontext()
+    autocast = autocast_for(device, cfg.train.precision)
     forward = torch.compile(method) if cfg.train.compile else method
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+    clip = grad_clip(cfg)
 
     method.train()
     bar = tqdm(
@@ -214,31 +210,20 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
             logging_step = step % cfg.train.log_every == 0 or step == cfg.train.steps - 1
             window.add(batch.pop("stats", {}))
             batch = to_device(batch, device)
-            with autocast:
-                out = forward(batch, diagnostics=logging_step)
-            loss, metrics = out.loss, out.logged()
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                terms = ", ".join(f"{k}={_as_float(v):.4g}" for k, v in out.terms.items())
-                raise TrainingDiverged(
-                    f"loss is {loss_value} at step {step} ({terms}). Training stopped; the last good "
-                    f"checkpoint is kept at {latest if latest.exists() else '(none yet)'}. Try a lower optim.lr, "
-                    "optim.grad_clip=1.0, or train.precision=fp32."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-            if not math.isfinite(grad_norm):
-                # A finite loss with a NaN/inf gradient would silently poison the weights in optimizer.step().
-                raise TrainingDiverged(
-                    f"gradient norm is {grad_norm} at step {step} although the loss is finite ({loss_value:.4g}); "
-                    f"the weights were not updated. The last good checkpoint is kept at "
-                    f"{latest if latest.exists() else '(none yet)'}. A term of the loss has a non-finite "
-                    "gradient; try train.precision=fp32 or another loss.sparse_form, and report it."
-                )
-            cond_norms = method.grad_report() if logging_step else {}
-            optimizer.step()
-            method.after_step(step)
+            result = train_step(
+                method,
+                forward,
+                optimizer,
+                batch,
+                step,
+                accum_steps=cfg.train.accum_steps,
+                clip=clip,
+                autocast=autocast,
+                diagnostics=logging_step,
+                grad_stats=(lambda m: m.grad_report()) if logging_step else None,
+            )
+            if not result.finite:
+                raise TrainingDiverged.at(step, result, latest if latest.exists() else None)
             init_share *= ema_at(cfg, step)
             window_images += cfg.train.batch_size
             bar.update(1)
@@ -247,13 +232,13 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "step": step,
-                    **{k: _as_float(v) for k, v in metrics.items()},
+                    **{k: _as_float(v) for k, v in result.metrics.items()},
                     "lr": lr,
                     "wd": wd,
                     "ema": ema_at(cfg, step),
                     "ema_init_share": init_share,  # after this step's update
-                    "grad_norm": grad_norm,
-                    **cond_norms,
+                    "grad_norm": float(result.grad_norm),
+                    **result.grad_stats,
                     "img_per_s": window_images / max(elapsed, 1e-9),
                     **window.flush(),
                 }
@@ -264,7 +249,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
                 record["dead_zone"] = int(alarm.update(record))
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
-                bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{record['img_per_s']:.0f}")
+                bar.set_postfix(loss=f"{float(result.loss):.4f}", img_s=f"{record['img_per_s']:.0f}")
                 window_start, window_images = time.perf_counter(), 0
             if cfg.train.ckpt_every and (step + 1) % cfg.train.ckpt_every == 0:
                 save(step + 1)
