@@ -223,3 +223,22 @@ def test_a_run_trained_with_other_settings_is_not_reused_under_the_arm(tmp_path)
         train_or_reuse(load_config("tiny", overrides + ["optim.lr=0.5"]), progress=False)
     with pytest.raises(ConfigError, match="train.steps"):
         train_or_reuse(load_config("tiny", [*overrides[:1], "train.steps=1", *overrides[2:]]), progress=False)
+
+
+def test_parallel_jobs_train_the_same_runs_as_one_process(tmp_path) -> None:
+    # train.threads=1 in the sweep pins every run to one thread, so worker processes and the main process
+    # compute the same floats: the runs, their evaluations and the report's numbers must match exactly.
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    plan = load_sweep(str(tmp_path / "s.yaml"))
+    for jobs in (1, 2):
+        run_compare(plan, seeds=1, out=tmp_path / f"j{jobs}", suite=TINY_SUITE, progress=False, jobs=jobs)
+    arms = sorted(p.name for p in (tmp_path / "j1").iterdir() if p.is_dir())
+    assert len(arms) == 5 and arms == sorted(p.name for p in (tmp_path / "j2").iterdir() if p.is_dir())
+    for arm in arms:
+        one, two = (json.loads((tmp_path / f"j{j}" / arm / "seed0" / "eval.json").read_text()) for j in (1, 2))
+        assert one["metrics"] == two["metrics"], arm
+        if arm != "random-init":
+            one, two = (read_rows(tmp_path / f"j{j}" / arm / "seed0") for j in (1, 2))
+            assert one and [r["loss"] for r in one] == [r["loss"] for r in two], arm
+    with pytest.raises(ValueError, match="--jobs must be >= 1"):
+        run_compare(plan, seeds=1, out=tmp_path / "j0", suite=TINY_SUITE, progress=False, jobs=0)

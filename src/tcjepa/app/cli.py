@@ -71,7 +71,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    report = run_demo(Path(args.out), quick=args.quick, progress=not args.no_progress)
+    report = run_demo(Path(args.out), quick=args.quick, progress=not args.no_progress, jobs=args.jobs)
     print(f"demo report: {report}")
     return 0
 
@@ -92,7 +92,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/compare-{plan.name}")
     only = [int(s) for s in args.only_seeds.split(",")] if args.only_seeds else None
     report = run_compare(
-        plan, args.seeds, out, suite=args.suite, extra=overrides, progress=not args.no_progress, only_seeds=only
+        plan,
+        args.seeds,
+        out,
+        suite=args.suite,
+        extra=overrides,
+        progress=not args.no_progress,
+        only_seeds=only,
+        jobs=args.jobs,
     )
     print(f"report: {report}")
     return 0
@@ -187,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the CPU demo: pretrain TC-JEPA and I-JEPA briefly, evaluate, write a report")
     p.add_argument("--out", default="runs/demo", help="folder for the runs and the report")
     p.add_argument("--quick", action="store_true", help="a much shorter run (a smoke test, not a result)")
+    p.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="runs trained side by side (default: 2 cores)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -199,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sweep", help="a shipped sweep (methods, masks, captions, sparsity, demo) or a sweep YAML")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=1, help="arms trained side by side, each on its share of the cores")
     p.add_argument("--only-seeds", help="train just these seeds, e.g. 1,2 (one process per core); report all")
     p.add_argument("--base", help="replace the sweep's base preset (e.g. --base demo for a shorter run)")
     p.add_argument("--out", help="output folder (default runs/compare-<sweep>)")

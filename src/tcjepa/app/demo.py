@@ -16,7 +16,7 @@ from .sweeps import load_sweep
 QUICK_OVERRIDES = ["train.steps=30", "train.log_every=5", "train.monitor_every=15", "train.ckpt_every=15"]
 
 
-def run_demo(out: Path, quick: bool = False, progress: bool = True) -> Path:
+def run_demo(out: Path, quick: bool = False, progress: bool = True, jobs: int = 1) -> Path:
     plan = load_sweep("demo")
     command = "tcjepa demo" + (" --quick" if quick else "") + f" --out {out}"
     return run_compare(
@@ -27,4 +27,5 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True) -> Path:
         extra=QUICK_OVERRIDES if quick else [],
         progress=progress,
         command=command,
+        jobs=jobs,
     )
