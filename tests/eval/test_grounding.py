@@ -14,7 +14,7 @@ from tcjepa.eval.grounding import (
     pointing_game,
     token_row,
 )
-from tcjepa.models.conditioner import TextInputs
+from tcjepa.models.conditioning import TextInputs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

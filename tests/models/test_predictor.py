@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tcjepa.models.conditioner import TextCrossAttention, TextInputs
+from tcjepa.models.conditioning import TextCrossAttention, TextInputs
 from tcjepa.models.predictor import Predictor, gather_targets
 from tcjepa.models.vit import sincos_pos_embed
 

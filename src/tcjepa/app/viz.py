@@ -23,7 +23,7 @@ from ..data.pipeline import STREAM_MASKS, build_caption_cache, mask_sampler_for,
 from ..data.shapes import ShapesDataset
 from ..eval.grounding import patch_word_cosines
 from ..eval.suite import EVAL_SEED
-from ..models.conditioner import TextInputs
+from ..models.conditioning import TextInputs
 from ..models.predictor import gather_targets
 from ..train.monitors import shuffled_text
 from .runs import load_run_method

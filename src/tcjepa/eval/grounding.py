@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..data.captions import CaptionCache
 from ..data.shapes import COLOURS, SHAPES, Grounding
-from ..models.conditioner import TextInputs
+from ..models.conditioning import TextInputs
 
 MIN_COVER = 0.25
 

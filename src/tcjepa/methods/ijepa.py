@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from ..models.conditioner import CondOutput, TextInputs
+from ..models.conditioning import CondOutput, TextInputs
 from ..models.predictor import Predictor, gather_targets
 from ..models.vit import VisionTransformer, ViTSpec, vit_spec
 from .schedules import ema_at

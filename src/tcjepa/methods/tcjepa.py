@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..config import Config
-from ..models.conditioner import CondOutput, TextInputs
+from ..models.conditioning import CondOutput, TextInputs
 from .ijepa import IJEPA
 from .schedules import ramp
 from .sparsity import link_stats, sparsity_losses

@@ -2,7 +2,7 @@
 
 As in I-JEPA, the context sequence is repeated once per target block and each copy is joined with
 that block's mask tokens, so the M target blocks are predicted independently. With ``text_dim`` set,
-every block also carries a :class:`TextCrossAttention` between its self-attention and its MLP
+every block also carries a :class:`tcjepa.models.conditioning.TextCrossAttention` between its self-attention and its MLP
 (TC-JEPA); without text inputs the predictor is exactly I-JEPA's.
 """
 
@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .conditioner import CondOutput, TextCrossAttention, TextInputs
+from .conditioning import CondOutput, TextCrossAttention, TextInputs
 from .vit import MLP, Attention, gather_tokens, init_weights, rescale_residual_branches, sincos_pos_embed
 
 
