@@ -56,6 +56,8 @@ class IJEPA(nn.Module):
             text_dim=text_dim,
             cond_heads=p.cond_heads,
             centred_links=cfg.loss.centred,
+            conditioning=p.conditioning,
+            cond_layers=p.cond_layers,
         )
         self.collect_stats = False  # set by the loop on logging steps: extra, cheap diagnostics
 
