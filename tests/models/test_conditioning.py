@@ -195,6 +195,23 @@ def test_prefix_tokens_are_sliced_off_and_not_link_queries() -> None:
         assert torch.equal(o.query_mask, want)
 
 
+@pytest.mark.parametrize("name", ["norm-scale", "none"])
+def test_tcjepa_without_word_links_has_no_regulariser(tiny_cfg, make_batch, add_text, name: str) -> None:
+    from tcjepa.eval.grounding import patch_word_cosines
+
+    torch.manual_seed(0)
+    method = build_method(tiny_cfg(f"model.predictor.conditioning={name}"), text_dim=32)
+    assert not method.predictor.has_word_links
+    method.collect_stats = True
+    batch = add_text(make_batch())
+    loss, metrics = method(batch)
+    assert float(metrics["loss_sparse"]) == 0 and float(metrics["loss_consistency"]) == 0
+    assert float(loss.detach()) == float(metrics["loss_pred"])
+    assert not any(k.startswith(("pos_frac_l", "attn_entropy_l")) for k in metrics)
+    with pytest.raises(ValueError, match="no patch-word links"):
+        patch_word_cosines(method.eval(), batch["images"], TextInputs.from_batch(batch))
+
+
 class _NormSpy(NormScale):
     """Records what the norm hook receives and passes it through."""
 
@@ -232,3 +249,27 @@ def test_norm_hook_sees_both_norms_of_each_conditioned_block(monkeypatch: pytest
         torch.testing.assert_close(first, pred.blocks[0].norm1(inputs[0]).reshape(2, -1, 16), rtol=0, atol=0)
         pred(z, ctx, tgt)  # without text no hook runs
     assert len(_NormSpy.seen) == 4
+
+
+@pytest.mark.parametrize(("name", "layers", "prefix"), [("words", "last", 0), ("prefix-words", "all", 2)])
+def test_grounding_reads_the_conditioned_layers_after_the_prefix(tiny_cfg, name: str, layers: str, prefix: int):
+    from tcjepa.eval.grounding import patch_word_cosines
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg(f"model.predictor.conditioning={name}", f"model.predictor.cond_layers={layers}")
+    method = build_method(cfg, text_dim=8).eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 32, 32, generator=g)
+    text = TextInputs(
+        torch.randn(2, 3, 5, 8, generator=g), torch.ones(2, 3, 5, dtype=torch.bool), torch.ones(2, 3, dtype=bool)
+    )
+    cos = patch_word_cosines(method, images, text)
+    # Reference: the context in reverse order (tokens are permutation-equivariant), read after the known prefix.
+    p = method.context_encoder.spec.num_patches
+    with torch.no_grad():
+        z = method.context_encoder(images).flip(1)
+        ctx = torch.arange(p).flip(0).expand(2, p)
+        _, links = method.predictor(z, ctx, torch.zeros(2, 1, 1, dtype=torch.long), text)
+    assert len(links) == (1 if layers == "last" else cfg.model.predictor.depth)
+    want = torch.stack([o.cos[:, prefix : prefix + p].flip(1) for o in links]).mean(0)
+    torch.testing.assert_close(cos, want, rtol=1e-4, atol=1e-5)

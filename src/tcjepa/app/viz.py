@@ -77,6 +77,11 @@ def word_maps(
     cfg, method = load_run_method(run)
     if not getattr(method, "needs_text", False):
         raise ValueError(f"{run} is a {cfg.method} run: patch-word maps need a TC-JEPA run")
+    if not method.predictor.has_word_links:
+        raise ValueError(
+            f"{run}: its conditioner (model.predictor.conditioning={cfg.model.predictor.conditioning}) exposes "
+            "no patch-word links to map; word maps need the words conditioner"
+        )
     cache = build_caption_cache(cfg)
     ds = ShapesDataset("test", image_size=cfg.data.image_size, seed=EVAL_SEED, size=max(images) + 1)
     grid = cfg.data.image_size // cfg.model.encoder.patch_size
@@ -189,9 +194,9 @@ def word_map_grid(
     colour scale; ``raw_out`` (optional) the same cosines unrectified, each panel on its own range, since
     the pointing game only asks where a word's map peaks (runs differ in cosine scale, and a dead-zone run
     is all negative). Runs on another image or patch size than the first are left out (their maps would
-    not line up). Returns the files written (none without a TC-JEPA run)."""
+    not line up). Returns the files written (none without a TC-JEPA run whose conditioner has word links)."""
     loaded = {label: load_run_method(r) for label, r in runs.items()}
-    loaded = {k: v for k, v in loaded.items() if getattr(v[1], "needs_text", False)}
+    loaded = {k: v for k, v in loaded.items() if getattr(v[1], "needs_text", False) and v[1].predictor.has_word_links}
     if not loaded:
         return []
     cfg0 = next(iter(loaded.values()))[0]

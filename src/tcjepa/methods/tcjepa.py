@@ -2,7 +2,9 @@
 
 Only the predictor sees text; the context encoder, the EMA target encoder and the masking are I-JEPA's.
 The total loss is L_predict + lambda * L_sparse + beta * L_consistency (Eq. 4), with lambda and beta
-optionally ramped in over ``loss.sparse_warmup_steps``.
+optionally ramped in over ``loss.sparse_warmup_steps``. The regularisers and the link statistics read
+the conditioner's patch-word links, so they run only when the conditioner exposes them
+(``Predictor.has_word_links``); with another conditioner the objective is the prediction loss alone.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class TCJEPA(IJEPA):
     def regularise(
         self, outputs: list[CondOutput], text: TextInputs | None, step: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if text is None or not outputs:
+        if text is None or not outputs or not self.predictor.has_word_links:
             return super().regularise(outputs, text, step)
         loss = self.cfg.loss
         sparse, consistency = sparsity_losses(outputs, text, loss.sparse_form, loss.sparse_margin, loss.sparse_topk)
@@ -39,6 +41,6 @@ class TCJEPA(IJEPA):
     @torch.no_grad()
     def diagnostics(self, h, target, tgt_idx, loss_pred, outputs, text):  # type: ignore[override]
         stats = super().diagnostics(h, target, tgt_idx, loss_pred, outputs, text)
-        if text is not None and outputs:
+        if text is not None and outputs and self.predictor.has_word_links:
             stats.update(link_stats(outputs, text))
         return stats
