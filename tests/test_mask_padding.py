@@ -17,7 +17,7 @@ from tcjepa.data.masks import MaskBatch, MaskConfig, MultiBlockMaskSampler, pad_
 from tcjepa.data.pipeline import heldout_batch
 from tcjepa.losses.sparsity import FORMS, link_stats, sparsity_losses
 from tcjepa.methods import build_method
-from tcjepa.models.conditioner import CondOutput, TextInputs
+from tcjepa.models.conditioning import CondOutput, TextInputs
 from tcjepa.models.vit import VisionTransformer, vit_spec
 from tcjepa.train.loop import pretrain
 

@@ -42,6 +42,10 @@ class PredictorConfig:
     dim: int = 384
     num_heads: int | None = None  # default: the encoder's head count (I-JEPA)
     cond_heads: int | None = None  # heads of the text cross-attention; default: num_heads
+    # How text enters the predictor (tcjepa.models.conditioning.CONDITIONERS): words (TC-JEPA's per-word
+    # cross-attention) or none (I-JEPA's predictor even when captions are loaded).
+    conditioning: str = "words"
+    cond_layers: str | list[int] = "all"  # all|last|[block indices]: the blocks that get a conditioner
 
 
 @dataclass
@@ -203,7 +207,10 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(key, value, args[0])
+        for arg in args[:-1]:  # the first member the value fits, e.g. "last" or [0, 5] for str | list[int]
+            with contextlib.suppress(ConfigError):
+                return _coerce(key, value, arg)
+        return _coerce(key, value, args[-1])
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, list | tuple) or len(value) != len(args):
@@ -211,6 +218,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 f"config key '{key}' expects a list of {len(args)} numbers like [0.85, 1.0], got {value!r}"
             )
         return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        (arg,) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key '{key}' expects a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, arg) for i, v in enumerate(value)]
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -327,6 +339,34 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
+def cond_layer_indices(cond_layers: str | list[int] | tuple[int, ...], depth: int) -> tuple[int, ...]:
+    """The predictor blocks ``model.predictor.cond_layers`` conditions, sorted: "all", "last" or a list of
+    block indices in 0..depth-1 (negative ones count from the end, as in Python)."""
+    key = "model.predictor.cond_layers"
+    if cond_layers == "all":
+        return tuple(range(depth))
+    if cond_layers == "last":
+        return (depth - 1,)
+    if isinstance(cond_layers, str) or not all(isinstance(i, int) and not isinstance(i, bool) for i in cond_layers):
+        raise ConfigError(
+            f"config key '{key}' must be all, last or a list of block indices like [0, 5]; got {cond_layers!r}"
+        )
+    if not cond_layers:
+        raise ConfigError(
+            f"config key '{key}' is an empty list; for a predictor without text use model.predictor.conditioning=none"
+        )
+    bad = [i for i in cond_layers if not -depth <= i < depth]
+    if bad:
+        raise ConfigError(
+            f"config key '{key}' names block(s) {bad}, but the predictor has {depth} blocks "
+            f"(model.predictor.depth={depth}); use indices 0..{depth - 1}"
+        )
+    layers = sorted({i % depth for i in cond_layers})
+    if len(layers) != len(cond_layers):
+        raise ConfigError(f"config key '{key}' names a block twice: {list(cond_layers)}")
+    return tuple(layers)
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -384,6 +424,7 @@ def validate(cfg: Config) -> None:
         f"batch into equal micro-batches, so use a train.batch_size that is a multiple of {acc} "
         f"(e.g. {max(acc, bs // acc * acc)}) or another train.accum_steps",
     )
+    cond_layer_indices(cfg.model.predictor.cond_layers, cfg.model.predictor.depth)
     _check(cfg.text.max_len >= 3, "config key 'text.max_len' must be >= 3 (two special tokens plus a word)")
     _check(
         1 <= cfg.data.min_objects <= cfg.data.max_objects <= 4,

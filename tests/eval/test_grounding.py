@@ -14,7 +14,7 @@ from tcjepa.eval.grounding import (
     pointing_game,
     token_row,
 )
-from tcjepa.models.conditioner import TextInputs
+from tcjepa.models.conditioning import TextInputs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -113,7 +113,7 @@ def test_patch_word_cosines_reads_every_patch(tiny_cfg) -> None:
     cos2 = patch_word_cosines(method, images2, text)
     torch.testing.assert_close(cos2[0], cos[0])
     assert not torch.allclose(cos2[1], cos[1])
-    with pytest.raises(ValueError, match="no text conditioner"):
+    with pytest.raises(ValueError, match="no patch-word links"):
         patch_word_cosines(build_method(tiny_cfg("method=ijepa")).eval(), images, text)
 
 

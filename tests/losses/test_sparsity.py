@@ -9,7 +9,7 @@ import torch
 
 from tcjepa.losses.sparsity import link_stats, sparsity_losses
 from tcjepa.methods import build_method
-from tcjepa.models.conditioner import CondOutput, TextInputs
+from tcjepa.models.conditioning import CondOutput, TextInputs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

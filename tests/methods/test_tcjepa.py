@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tcjepa.methods import build_method
-from tcjepa.models.conditioner import TextInputs
+from tcjepa.models.conditioning import TextInputs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

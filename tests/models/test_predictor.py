@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tcjepa.models.conditioner import TextCrossAttention, TextInputs
+from tcjepa.models.conditioning import TextCrossAttention, TextInputs
 from tcjepa.models.predictor import Predictor, gather_targets
 from tcjepa.models.vit import sincos_pos_embed
 
@@ -187,10 +187,11 @@ def test_conditioned_predictor_exposes_one_output_per_layer() -> None:
 
 def test_predictor_residual_rescaling_includes_the_conditioner(monkeypatch: pytest.MonkeyPatch) -> None:
     from tcjepa.models import predictor as predictor_module
+    from tcjepa.models.conditioning import words
 
     pred = _predictor(text_dim=12)
     monkeypatch.setattr(predictor_module, "rescale_residual_branches", lambda blocks: None)
-    monkeypatch.setattr(predictor_module, "math", SimpleNamespace(sqrt=lambda v: 1.0))  # cond.proj's own scaling
+    monkeypatch.setattr(words, "math", SimpleNamespace(sqrt=lambda v: 1.0))  # cond.proj's own scaling
     plain = _predictor(text_dim=12)
     for layer_id, (block, ref) in enumerate(zip(pred.blocks, plain.blocks), start=1):
         scale = math.sqrt(2.0 * layer_id)

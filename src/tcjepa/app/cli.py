@@ -112,7 +112,8 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
     out = Path(args.out or Path(args.run) / "viz")
     written = [masks_and_errors([args.run, *args.compare], args.images, out)]
-    if method_class(load_run_config(args.run).method).grounded:
+    cfg = load_run_config(args.run)
+    if method_class(cfg.method).grounded_for(cfg):
         written += word_maps(args.run, args.images, out, captions_per_image=args.captions, raw=args.raw)
     for path in written:
         print(f"wrote {path}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import EMA_INIT_SHARE_WARN, Config
+from ..config import EMA_INIT_SHARE_WARN, Config, config_from_dict
 from ..eval.scene import SCENE_TASKS
 from ..methods import METHODS
 from .floor_check import floor_lines
@@ -380,9 +380,13 @@ def cfgs_method(run_dir: Path) -> str | None:
     return yaml.safe_load(path.read_text()).get("method") if path.is_file() else None
 
 
-def _grounded(method: str | None) -> bool:
-    """Does this method expose patch-word links (so word maps can be drawn)?"""
-    return method in METHODS and METHODS[method].grounded
+def _grounded(run_dir: Path) -> bool:
+    """Does this run's method expose patch-word links (so word maps can be drawn)?"""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return False
+    cfg = config_from_dict(yaml.safe_load(path.read_text()))
+    return cfg.method in METHODS and METHODS[cfg.method].grounded_for(cfg)
 
 
 def _figures(
@@ -414,7 +418,7 @@ def _figures(
     }
     if plot_curves(runs, out / "curves.png", CURVE_PANELS, colours):
         names.append("curves")
-    tc_arms = {a.label: out / a.slug / "seed0" for a in plan.arms if _grounded(cfgs_method(out / a.slug / "seed0"))}
+    tc_arms = {a.label: out / a.slug / "seed0" for a in plan.arms if _grounded(out / a.slug / "seed0")}
     if tc_arms:
         from .viz import word_map_grid
 

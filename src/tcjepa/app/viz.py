@@ -23,7 +23,7 @@ from ..data.pipeline import STREAM_MASKS, build_caption_cache, mask_sampler_for,
 from ..data.shapes import ShapesDataset
 from ..eval.grounding import patch_word_cosines
 from ..eval.suite import EVAL_SEED
-from ..models.conditioner import TextInputs
+from ..models.conditioning import TextInputs
 from ..models.predictor import gather_targets
 from ..train.monitors import shuffled_text
 from .runs import load_run_method
@@ -76,7 +76,11 @@ def word_maps(
     also writes ``word_maps_<i>_raw.png`` from the same cosines, unrectified."""
     cfg, method = load_run_method(run)
     if not method.grounded:
-        raise ValueError(f"{run} is a {cfg.method} run: patch-word maps need a method with patch-word links (TC-JEPA)")
+        raise ValueError(
+            f"{run} is a {cfg.method} run (model.predictor.conditioning={cfg.model.predictor.conditioning}) with "
+            "no patch-word links to map: word maps need a method with patch-word links (TC-JEPA with the words "
+            "conditioner)"
+        )
     cache = build_caption_cache(cfg)
     ds = ShapesDataset("test", image_size=cfg.data.image_size, seed=EVAL_SEED, size=max(images) + 1)
     grid = cfg.data.image_size // cfg.model.encoder.patch_size
@@ -189,7 +193,7 @@ def word_map_grid(
     colour scale; ``raw_out`` (optional) the same cosines unrectified, each panel on its own range, since
     the pointing game only asks where a word's map peaks (runs differ in cosine scale, and a dead-zone run
     is all negative). Runs on another image or patch size than the first are left out (their maps would
-    not line up). Returns the files written (none without a TC-JEPA run)."""
+    not line up). Returns the files written (none without a TC-JEPA run whose conditioner has word links)."""
     loaded = {label: load_run_method(r) for label, r in runs.items()}
     loaded = {k: v for k, v in loaded.items() if v[1].grounded}
     if not loaded:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..data.captions import CaptionCache
 from ..data.shapes import COLOURS, SHAPES, Grounding
-from ..models.conditioner import TextInputs
+from ..models.conditioning import TextInputs
 
 MIN_COVER = 0.25
 
@@ -48,9 +48,12 @@ def patch_word_cosines(
     caption-centred keys (a word's pull relative to the caption's average word, the only part of a
     token's logits the softmax sees) or against the raw keys (Eq. 3).
     """
-    if not getattr(method.predictor, "conditioned", False):
-        raise ValueError("this method's predictor has no text conditioner; grounding needs a TC-JEPA run")
-    conds = [block.cond for block in method.predictor.blocks]
+    if not getattr(method.predictor, "has_word_links", False):
+        raise ValueError(
+            "this method's predictor exposes no patch-word links (model.predictor.conditioning="
+            f"{getattr(method.predictor, 'conditioning', 'none')}); grounding needs a TC-JEPA run with words"
+        )
+    conds = [c for c in method.predictor.conditioners if c.word_links]
     saved = [c.centred_links for c in conds]
     b = images.shape[0]
     p = method.context_encoder.spec.num_patches
@@ -64,7 +67,8 @@ def patch_word_cosines(
     finally:
         for c, flag in zip(conds, saved):
             c.centred_links = flag
-    return torch.stack([o.cos[:, :p] for o in outputs]).mean(dim=0).float()
+    # The query axis of one copy is (prepended tokens, the P context patches, the dummy target).
+    return torch.stack([o.cos[:, o.prefix : o.prefix + p] for o in outputs]).mean(dim=0).float()
 
 
 @dataclass

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.conditioner import CondOutput, TextInputs
+from ..models.conditioning import CondOutput, TextInputs
 
 FORMS = ("paper", "mean", "margin", "topk", "entropy", "none")
 

@@ -70,10 +70,17 @@ class Method(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
+        # Capabilities that depend on the configuration (e.g. the conditioner chosen) are set per instance.
+        self.grounded = type(self).grounded_for(cfg)
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
         """Raise :class:`ConfigError` naming the key when ``cfg`` cannot train this method."""
+
+    @classmethod
+    def grounded_for(cls, cfg: Config) -> bool:
+        """Whether a method built from ``cfg`` has patch-word links (readable without building it)."""
+        return cls.grounded
 
     @classmethod
     def batch_spec(cls, cfg: Config) -> BatchSpec:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import Config
 from ..losses.jepa import prediction_loss as jepa_loss
-from ..models.conditioner import CondOutput, TextInputs
+from ..models.conditioning import CondOutput, TextInputs
 from ..models.predictor import Predictor, gather_targets
 from ..models.vit import VisionTransformer, ViTSpec, vit_spec
 from .base import Method, StepOutput
@@ -48,6 +48,8 @@ class IJEPA(Method):
             text_dim=text_dim,
             cond_heads=p.cond_heads,
             centred_links=cfg.loss.centred,
+            conditioning=p.conditioning,
+            cond_layers=p.cond_layers,
         )
 
     @property

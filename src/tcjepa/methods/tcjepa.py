@@ -2,7 +2,9 @@
 
 Only the predictor sees text; the context encoder, the EMA target encoder and the masking are I-JEPA's.
 The total loss is L_predict + lambda * L_sparse + beta * L_consistency (Eq. 4), with lambda and beta
-optionally ramped in over ``loss.sparse_warmup_steps``.
+optionally ramped in over ``loss.sparse_warmup_steps``. The regularisers and the link statistics read
+the conditioner's patch-word links, so they run only when the conditioner exposes them
+(``Predictor.has_word_links``); with another conditioner the objective is the prediction loss alone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 
 from ..config import Config
 from ..losses.sparsity import link_stats, sparsity_losses
-from ..models.conditioner import CondOutput, TextInputs
+from ..models.conditioning import CondOutput, TextInputs, conditioner_class
 from .base import BatchSpec, require
 from .ijepa import IJEPA
 from .schedules import ramp
@@ -31,18 +33,22 @@ class TCJEPA(IJEPA):
         require(cfg.text.num_captions >= 1, "method=tcjepa needs text.num_captions >= 1")
 
     @classmethod
+    def grounded_for(cls, cfg: Config) -> bool:
+        return conditioner_class(cfg.model.predictor.conditioning).word_links
+
+    @classmethod
     def batch_spec(cls, cfg: Config) -> BatchSpec:
         return BatchSpec(masks=True, text="states", captions=cfg.text.num_captions)
 
     def grad_report(self) -> dict[str, float]:
         """Gradient norms reaching the conditioner's W_Q, W_K, W_V (all layers): is the text path learning?"""
+        if not self.grounded:  # only the words cross-attention has W_Q, W_K, W_V
+            return {}
         sums = {"q": 0.0, "k": 0.0, "v": 0.0}
-        for name, p in self.named_parameters():
+        for name, p in self.predictor.cond_params().items():
             for key in sums:
                 if f".cond.{key}." in name and p.grad is not None:
                     sums[key] += float(p.grad.float().pow(2).sum())
-        if not any(".cond." in n for n, _ in self.named_parameters()):
-            return {}
         return {f"grad_norm_cond_{k}": math.sqrt(v) for k, v in sums.items()}
 
     def text_inputs(self, batch: dict) -> TextInputs | None:
@@ -51,7 +57,7 @@ class TCJEPA(IJEPA):
     def regularise(
         self, outputs: list[CondOutput], text: TextInputs | None, step: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if text is None or not outputs:
+        if text is None or not outputs or not self.predictor.has_word_links:
             return super().regularise(outputs, text, step)
         loss = self.cfg.loss
         sparse, consistency = sparsity_losses(outputs, text, loss.sparse_form, loss.sparse_margin, loss.sparse_topk)
@@ -62,6 +68,6 @@ class TCJEPA(IJEPA):
     @torch.no_grad()
     def diagnostics(self, h, target, tgt_idx, loss_pred, outputs, text):  # type: ignore[override]
         stats = super().diagnostics(h, target, tgt_idx, loss_pred, outputs, text)
-        if text is not None and outputs:
+        if text is not None and outputs and self.predictor.has_word_links:
             stats.update(link_stats(outputs, text))
         return stats

@@ -1,6 +1,7 @@
-"""TC-JEPA's fine-grained text conditioner: residual cross-attention from patch tokens to caption words.
+"""TC-JEPA's fine-grained text conditioner, ``words``: residual cross-attention from patch tokens to caption words.
 
-One predictor layer's worth (paper Eq. 2 and 4, with the project's choices in docs/design.md §4.3):
+One predictor layer's worth at the ``RESIDUAL`` hook of :mod:`.base` (paper Eq. 2 and 4, with the
+project's choices in docs/design.md §4.3):
 - every query token (context and mask tokens) attends to each caption's word states separately;
   the query projection is computed once and shared by the N captions, and the text keys/values are
   computed once per image (the I-JEPA predictor's per-target-block copies of an image are folded
@@ -18,50 +19,29 @@ One predictor layer's worth (paper Eq. 2 and 4, with the project's choices in do
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
 import torch
 from torch import nn
+
+from .base import RESIDUAL, Conditioner, CondOutput, CondSpec, TextInputs
 
 # Value given to an absent caption's values: far below any real one, yet finite after the attention's
 # weighted sum (fp32 and bf16 both hold it), so neither the max-pool nor its gradient ever sees inf or NaN.
 ABSENT = -1e30
 
 
-@dataclass
-class TextInputs:
-    """Caption word states for a batch; see docs/design.md §3."""
-
-    text: torch.Tensor  # (B, N, S, Dt) word states
-    text_mask: torch.Tensor  # (B, N, S) True for real words
-    caption_mask: torch.Tensor  # (B, N) True for captions present
-
-    @property
-    def valid(self) -> torch.Tensor:
-        """(B, N, S): real words of present captions."""
-        return self.text_mask & self.caption_mask.unsqueeze(-1)
-
-    @classmethod
-    def from_batch(cls, batch: dict) -> TextInputs | None:
-        if "text" not in batch or batch["text"] is None or not bool(batch["caption_mask"].any()):
-            return None
-        return cls(batch["text"], batch["text_mask"].bool(), batch["caption_mask"].bool())
-
-
-@dataclass
-class CondOutput:
-    """What one conditioned layer exposes to the regularisers and monitors."""
-
-    cos: torch.Tensor  # (B, T, N, S) patch-word cosine over the full projected width (not rectified)
-    attn: torch.Tensor  # (B, H, T, N, S) softmax attention over each caption's words
-    # (B, T) bool, True for real query tokens; None when none is padding. Set by the predictor, since the
-    # conditioner cannot tell a padded context slot (mask.truncate=pad) from a real one.
-    query_mask: torch.Tensor | None = None
-
-
-class TextCrossAttention(nn.Module):
+class TextCrossAttention(Conditioner):
     """``centred_links``: the patch-word similarity of the regularisers and monitors uses each caption's keys
-    minus their mean over its real words (see :mod:`tcjepa.losses.sparsity`); attention is unaffected."""
+    minus their mean over its real words (see :mod:`tcjepa.losses.sparsity`); attention is unaffected.
+
+    Submodules are created in the order norm, q, k, v, proj and named as before the conditioner family
+    existed, so checkpoints keep their keys (``predictor.blocks.<i>.cond.q.weight``) and initialisation
+    draws the same random numbers.
+    """
+
+    hooks = frozenset({RESIDUAL})
+    word_links = True
 
     def __init__(self, dim: int, text_dim: int, num_heads: int, centred_links: bool = False):
         super().__init__()
@@ -74,6 +54,17 @@ class TextCrossAttention(nn.Module):
         self.k = nn.Linear(text_dim, dim)
         self.v = nn.Linear(text_dim, dim)
         self.proj = nn.Linear(dim, dim)
+
+    @classmethod
+    def from_spec(cls, spec: CondSpec) -> TextCrossAttention:
+        return cls(spec.dim, spec.text_dim, spec.num_heads, spec.centred_links)
+
+    def after_init(self, layer_id: int) -> None:
+        """The update is a residual branch: scaled down with depth like the blocks' attn.proj and fc2."""
+        self.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
+
+    def residual(self, x: torch.Tensor, text: TextInputs) -> tuple[torch.Tensor, CondOutput]:
+        return self(x, text)
 
     def forward(self, x: torch.Tensor, text: TextInputs) -> tuple[torch.Tensor, CondOutput]:
         """x (B, T, d) -> residual update (B, T, d), max-pooled over the captions present."""
