@@ -167,9 +167,12 @@ def test_context_evaluation_is_by_capability() -> None:
     assert has_context_encoder(Jepa()) and not has_context_encoder(TargetOnly())
 
 
-def test_a_bad_arm_fails_before_any_training(tmp_path) -> None:
-    (tmp_path / "s.yaml").write_text("base: tiny\nmethods: {A: {method: ijepa}, B: {train.stepz: 3}}\n")
-    with pytest.raises(ConfigError, match="train.steps"):
+@pytest.mark.parametrize(
+    ("bad", "needle"), [("train.stepz: 3", "train.steps"), ("loss.sparse_form: enropy", "did you mean 'entropy'")]
+)
+def test_a_bad_arm_fails_before_any_training(tmp_path, bad: str, needle: str) -> None:
+    (tmp_path / "s.yaml").write_text(f"base: tiny\nmethods: {{A: {{method: ijepa}}, B: {{{bad}}}}}\n")
+    with pytest.raises(ConfigError, match=needle):
         run_compare(load_sweep(str(tmp_path / "s.yaml")), 1, tmp_path / "out", suite=TINY_SUITE, progress=False)
     assert not (tmp_path / "out" / "a").exists()
 

@@ -80,7 +80,6 @@ def test_numbers_parse_as_numbers() -> None:
 @pytest.mark.parametrize(
     ("override", "listed"),
     [
-        ("loss.sparse_form=l3", "paper, mean, margin, topk, entropy, none"),
         ("train.precision=fp16", "fp32, bf16"),
     ],
 )
@@ -100,6 +99,15 @@ def test_method_names_come_from_the_registry() -> None:
     with pytest.raises(ConfigError, match="method=tcjepa needs text.num_captions >= 1"):
         check_config(load_config(TINY, ["text.num_captions=0"]))
     check_config(load_config(TINY, ["method=ijepa", "text.num_captions=0"]))
+    # Choices that live in a registry below the methods (losses) are checked there too, by the method.
+    with pytest.raises(
+        ConfigError, match=r"'loss.sparse_form' must be one of paper, mean, margin, topk, entropy, none"
+    ):
+        check_config(load_config(TINY, ["loss.sparse_form=l3"]))
+    with pytest.raises(
+        ConfigError, match=r"'loss.pred' must be one of smooth_l1, l2; got 'smoth_l1' \(did you mean 'smooth_l1'"
+    ):
+        check_config(load_config(TINY, ["method=ijepa", "loss.pred=smoth_l1"]))
 
 
 @pytest.mark.parametrize(

@@ -164,10 +164,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": ("shapes",),
     "data.on_error": ("raise", "skip"),
     "text.cache_dtype": ("fp32", "fp16", "int8"),
-    "loss.pred": ("smooth_l1", "l2"),
     "mask.draw": ("reference", "independent"),
     "mask.truncate": ("min", "pad"),
-    "loss.sparse_form": ("paper", "mean", "margin", "topk", "entropy", "none"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
 }

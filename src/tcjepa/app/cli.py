@@ -165,6 +165,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..eval.suite import SUITES
+
     parser = argparse.ArgumentParser(prog="tcjepa", description="Text-Conditional JEPA and I-JEPA in plain PyTorch")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--help-config", action="store_true", help="list every config key with its default and exit")
@@ -214,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-seeds", help="train just these seeds, e.g. 1,2 (one process per core); report all")
     p.add_argument("--base", help="replace the sweep's base preset (e.g. --base demo for a shorter run)")
     p.add_argument("--out", help="output folder (default runs/compare-<sweep>)")
-    p.add_argument("--suite", default="quick", choices=["quick", "full"])
+    p.add_argument("--suite", default="quick", choices=list(SUITES))
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compare)
 
@@ -234,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="frozen-encoder evaluation of a run or exported encoder -> eval.json, eval.md")
     p.add_argument("target", metavar="RUN_OR_ENCODER", help="a run folder or an exported encoder folder")
-    p.add_argument("--suite", default="quick", choices=["quick", "full"])
+    p.add_argument("--suite", default="quick", choices=list(SUITES))
     p.add_argument("--out", help="folder for eval.json and eval.md (default: the target folder)")
     p.add_argument(
         "--encoder",

@@ -25,6 +25,7 @@ import yaml
 
 from ..config import Config, ConfigError, load_config
 from ..eval.suite import SUITES, Suite, run_eval
+from ..methods import check_config
 from ..train.checkpoint import config_differences
 from ..train.loop import TrainingDiverged, pretrain
 from .runs import checkpoint_step, eval_target, has_context_encoder, load_run_method, untrained_target
@@ -76,7 +77,9 @@ def _eval_is_current(folder: Path, suite: str, step: int | None, stem: str = "ev
 
 def arm_config(plan: Plan, arm, seed: int, out: Path, extra: list[str]) -> Config:
     overrides = [*plan.overrides, *arm.overrides, *extra, f"seed={seed}", f"run.dir={out / arm.slug / f'seed{seed}'}"]
-    return load_config(arm.config or plan.base, overrides)
+    cfg = load_config(arm.config or plan.base, overrides)
+    check_config(cfg)  # the method's own rules and registry names, also before anything trains
+    return cfg
 
 
 def evaluate_run(run_dir: Path, suite: Suite, progress: bool) -> None:

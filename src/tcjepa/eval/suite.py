@@ -64,6 +64,14 @@ SUITES = {
         shapes={"train": 2000, "val": 500, "test": 1000, "heldout": 1000},
         fashion={"train": 2000, "val": 500, "test": 1000},
     ),
+    # The quick suite plus attentive probes on the patch tokens (the I-JEPA family's frozen evaluation):
+    # does an encoder hold shape, count or relations that average pooling hides from a linear probe?
+    "attentive": Suite(
+        "attentive",
+        shapes={"train": 2000, "val": 500, "test": 1000, "heldout": 1000},
+        fashion={"train": 2000, "val": 500, "test": 1000},
+        attentive_tasks=("colour", "shape", "count", "relation"),
+    ),
     "full": Suite(
         "full",
         shapes={"train": 10000, "val": 2000, "test": 5000, "heldout": 5000},

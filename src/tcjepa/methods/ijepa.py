@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
+from ..losses.jepa import PRED_LOSSES
 from ..losses.jepa import prediction_loss as jepa_loss
 from ..models.conditioning import CondOutput, TextInputs
 from ..models.predictor import Predictor, gather_targets
 from ..models.vit import VisionTransformer, ViTSpec, vit_spec
-from .base import Method, StepOutput
+from .base import Method, StepOutput, require_choice
 from .schedules import ema_at
 
 
@@ -31,6 +32,10 @@ def build_encoder(cfg: Config) -> VisionTransformer:
 
 class IJEPA(Method):
     has_ema_target = True
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        require_choice("loss.pred", cfg.loss.pred, PRED_LOSSES)
 
     def __init__(self, cfg: Config, text_dim: int | None = None):
         super().__init__(cfg)

@@ -14,9 +14,9 @@ import math
 import torch
 
 from ..config import Config
-from ..losses.sparsity import link_stats, sparsity_losses
+from ..losses.sparsity import FORMS, link_stats, sparsity_losses
 from ..models.conditioning import CondOutput, TextInputs, conditioner_class
-from .base import BatchSpec, require
+from .base import BatchSpec, require, require_choice
 from .ijepa import IJEPA
 from .schedules import ramp
 
@@ -30,7 +30,9 @@ class TCJEPA(IJEPA):
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
+        super().check_config(cfg)
         require(cfg.text.num_captions >= 1, "method=tcjepa needs text.num_captions >= 1")
+        require_choice("loss.sparse_form", cfg.loss.sparse_form, FORMS)
 
     @classmethod
     def grounded_for(cls, cfg: Config) -> bool:
