@@ -123,3 +123,15 @@ def make_batch() -> Callable[..., dict]:
 def add_text() -> Callable[..., dict]:
     """:func:`with_text` as a fixture."""
     return with_text
+
+
+class NanGradient(torch.autograd.Function):
+    """Identity forward, NaN backward: a finite loss whose gradient is not (for the finite-check tests)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")

@@ -26,15 +26,10 @@ def _shapes(method, batch: dict) -> flops.Shapes:
     n = s = dt = 0
     if "text" in batch:
         _, n, s, dt = batch["text"].shape
-    return flops.Shapes(
-        num_patches=spec.num_patches,
-        patch_dim=3 * spec.patch_size**2,
-        enc_dim=spec.embed_dim,
-        enc_depth=spec.depth,
-        enc_mlp=spec.mlp_ratio,
-        pred_dim=p.dim,
-        pred_depth=p.depth,
-        pred_mlp=spec.mlp_ratio,
+    return flops.Shapes.of(
+        spec,
+        p.dim,
+        p.depth,
         context=batch["mask_context"].shape[1],
         target=kt,
         num_targets=m,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .models.vit import ViTSpec
+
 
 @dataclass(frozen=True)
 class Shapes:
@@ -34,6 +36,22 @@ class Shapes:
     captions: int = 0  # N captions (0: no conditioning)
     words: int = 0  # S words per caption after padding
     text_dim: int = 0
+
+    @classmethod
+    def of(cls, spec: ViTSpec, pred_dim: int, pred_depth: int, **tokens: float) -> Shapes:
+        """The shapes of an encoder ``spec`` with a ``pred_dim`` x ``pred_depth`` predictor; ``tokens`` gives
+        context, target, num_targets and, for text conditioning, captions, words and text_dim."""
+        return cls(
+            num_patches=spec.num_patches,
+            patch_dim=3 * spec.patch_size**2,
+            enc_dim=spec.embed_dim,
+            enc_depth=spec.depth,
+            enc_mlp=spec.mlp_ratio,
+            pred_dim=pred_dim,
+            pred_depth=pred_depth,
+            pred_mlp=spec.mlp_ratio,
+            **tokens,
+        )
 
 
 def _block(tokens: float, dim: int, mlp: float) -> float:

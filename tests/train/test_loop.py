@@ -19,6 +19,7 @@ from tcjepa.train import loop
 from tcjepa.train.checkpoint import load_checkpoint
 from tcjepa.train.loop import TrainingDiverged, pretrain
 from tcjepa.train.schedules import lr_at, wd_at
+from tests.conftest import NanGradient
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -203,15 +204,6 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(
 
 def test_non_finite_gradient_stops_before_the_weights_change(tiny_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     real = IJEPA.forward
-
-    class NanGradient(torch.autograd.Function):  # identity forward, NaN backward
-        @staticmethod
-        def forward(ctx, x):
-            return x.clone()
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * float("nan")
 
     def forward(self, batch, diagnostics=False):
         out = real(self, batch, diagnostics)

@@ -12,7 +12,7 @@ from tcjepa.config import ConfigError, load_config
 from tcjepa.methods import build_method
 from tcjepa.train.step import split_batch, train_step
 from tcjepa.train.timing import PhaseTimers
-from tests.conftest import tiny_batch, with_text
+from tests.conftest import NanGradient, tiny_batch, with_text
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -103,16 +103,6 @@ def test_split_batch_cuts_tensors_and_shares_the_rest() -> None:
         split_batch({**batch, "odd": torch.zeros(3)}, 2)
 
 
-class _NanGradient(torch.autograd.Function):  # identity forward, NaN backward
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("nan")
-
-
 @pytest.mark.parametrize("where", ["loss", "gradient"])
 @pytest.mark.parametrize("accum_steps", [1, 2])
 def test_a_non_finite_step_changes_no_weight_and_no_optimizer_state(where: str, accum_steps: int) -> None:
@@ -122,7 +112,7 @@ def test_a_non_finite_step_changes_no_weight_and_no_optimizer_state(where: str, 
 
     def poisoned(part: dict, diagnostics: bool = False):
         out = model(part, diagnostics)
-        out.loss = out.loss * float("nan") if where == "loss" else _NanGradient.apply(out.loss)
+        out.loss = out.loss * float("nan") if where == "loss" else NanGradient.apply(out.loss)
         return out
 
     weights, moments = _state(model), copy.deepcopy(opt.state_dict())

@@ -50,15 +50,10 @@ def flop_shapes(cfg: Config, context: float, target: float, words: int, method: 
     spec = encoder_spec(cfg)  # the spec alone: building a ViT-H just to read its shape took minutes on CPU
     p = cfg.model.predictor
     conditioned = METHODS[method].text_conditioned
-    return Shapes(
-        num_patches=spec.num_patches,
-        patch_dim=3 * spec.patch_size**2,
-        enc_dim=spec.embed_dim,
-        enc_depth=spec.depth,
-        enc_mlp=spec.mlp_ratio,
-        pred_dim=p.dim,
-        pred_depth=p.depth,
-        pred_mlp=spec.mlp_ratio,
+    return Shapes.of(
+        spec,
+        p.dim,
+        p.depth,
         context=context,
         target=target,
         num_targets=cfg.mask.num_targets,
