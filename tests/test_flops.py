@@ -13,7 +13,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from tcjepa import flops
-from tcjepa.data.pipeline import PretrainStream, text_dim_for
+from tcjepa.data.captions import text_dim_for
+from tcjepa.data.stream import PretrainStream
 from tcjepa.methods import build_method
 
 pytestmark = pytest.mark.usefixtures("single_thread")

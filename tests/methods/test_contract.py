@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tcjepa.config import load_config
-from tcjepa.data.pipeline import PretrainStream
+from tcjepa.data.stream import PretrainStream
 from tcjepa.eval.grounding import patch_word_cosines
 from tcjepa.methods import METHODS, BatchSpec, Method, StepOutput, build_method
 from tcjepa.models.conditioner import TextInputs

@@ -19,7 +19,8 @@ from dataclasses import replace
 import torch
 
 from ..config import Config
-from ..data.pipeline import PretrainStream, text_dim_for
+from ..data.captions import text_dim_for
+from ..data.stream import PretrainStream
 from ..flops import Shapes, text_encoder_forward, training_step
 from ..methods import METHODS, build_method
 from ..methods.ijepa import encoder_spec
@@ -244,7 +245,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _to(batch: dict, device: torch.device) -> dict:
-    from ..data.pipeline import to_device
+    from ..data.batch import to_device
 
     return to_device(batch, device)
 

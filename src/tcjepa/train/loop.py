@@ -17,13 +17,9 @@ import torch
 from tqdm import tqdm
 
 from ..config import EMA_INIT_SHARE_WARN, Config
-from ..data.pipeline import (
-    PretrainStream,
-    build_caption_cache,
-    heldout_batch,
-    pretrain_loader,
-    to_device,
-)
+from ..data.batch import to_device
+from ..data.captions import build_caption_cache
+from ..data.stream import PretrainStream, heldout_batch, pretrain_loader
 from ..methods import build_method
 from ..methods.schedules import ema_at, ema_init_share
 from .checkpoint import (

@@ -15,9 +15,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config
-from .captions import CaptionCache, sample_captions, usable_captions
-from .masks import MaskConfig, MultiBlockMaskSampler
-from .transforms import random_resized_crop_counted
+from .batch import assemble_batch, mask_sampler_for
+from .captions import CaptionCache, build_caption_cache
+from .sources import build_dataset
 
 STREAM_IMAGES, STREAM_CAPTIONS, STREAM_MASKS = 1, 2, 3
 
@@ -25,49 +25,6 @@ STREAM_IMAGES, STREAM_CAPTIONS, STREAM_MASKS = 1, 2, 3
 def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     state = np.random.SeedSequence([seed, step, stream]).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-def build_dataset(cfg: Config, split: str = "train", size: int | None = None) -> Dataset:
-    if cfg.data.name == "shapes":
-        from .shapes import ShapesDataset
-
-        if split == "train" and size is None:
-            size = cfg.data.train_size
-        return ShapesDataset(
-            split=split,
-            image_size=cfg.data.image_size,
-            seed=cfg.seed,
-            size=size,
-            min_objects=cfg.data.min_objects,
-            max_objects=cfg.data.max_objects,
-        )
-    raise ValueError(f"data.name must be 'shapes'; got {cfg.data.name!r}")
-
-
-def text_dim_for(cfg: Config) -> int:
-    """Width of the text encoder's word states, without loading weights where it is known."""
-    if cfg.text.encoder == "minilm":
-        return 384
-    if cfg.text.encoder == "hashed":
-        return cfg.text.hashed_dim
-    return build_caption_cache(cfg).encoder.dim
-
-
-def build_caption_cache(cfg: Config) -> CaptionCache:
-    from ..models.text import build_text_encoder
-
-    t = cfg.text
-    encoder = build_text_encoder(t.encoder, max_len=t.max_len, keep_special=t.keep_special, dim=t.hashed_dim)
-    return CaptionCache(encoder, max_bytes=t.cache_mb << 20, disk_dir=t.cache_dir, disk_dtype=t.cache_dtype)
-
-
-def mask_sampler_for(cfg: Config) -> MultiBlockMaskSampler:
-    m = cfg.mask
-    grid = cfg.data.image_size // cfg.model.encoder.patch_size
-    return MultiBlockMaskSampler(
-        grid,
-        MaskConfig(m.context_scale, m.target_scale, m.target_aspect, m.num_targets, m.min_keep, m.draw, m.truncate),
-    )
 
 
 class PretrainStream(Dataset):
@@ -121,51 +78,6 @@ class PretrainStream(Dataset):
         return batch
 
 
-def assemble_batch(
-    samples: list[dict],
-    cfg: Config,
-    masks: MultiBlockMaskSampler,
-    gens: tuple[torch.Generator, torch.Generator, torch.Generator],
-    cache: CaptionCache | None,
-    crop: bool = True,
-) -> dict:
-    """Images (optionally cropped), masks and, with a cache, N sampled captions per image as word states.
-
-    ``stats`` counts what would otherwise pass silently: crops that fell back to the full image, mask
-    fallback placements, images without any usable caption, and captions dropped as empty or duplicate.
-    """
-    g_img, g_cap, g_mask = gens
-    scale = cfg.data.crop_scale if crop else (1.0, 1.0)
-    cropped = [random_resized_crop_counted(s["image"], scale, g_img) for s in samples]
-    images = torch.stack([image for image, _ in cropped])
-    mask_batch = masks(len(samples), g_mask)
-    batch: dict = {
-        "images": images,
-        "mask_context": mask_batch.context,
-        "mask_targets": mask_batch.targets,
-        "stats": {**mask_batch.stats, "crop_fallback_images": float(sum(fell for _, fell in cropped))},
-    }
-    if mask_batch.context_valid is not None:  # mask.truncate=pad
-        batch["mask_context_valid"] = mask_batch.context_valid
-    if cache is not None:
-        n = cfg.text.num_captions
-        sampled = [sample_captions(s["captions"], n, g_cap) for s in samples]
-        hits, misses = cache.stats["hits"], cache.stats["misses"]
-        batch.update(cache.batch(sampled, n))
-        batch["captions"] = sampled
-        usable = batch["caption_mask"].sum(1)  # after the encoder: a caption without tokens is absent too
-        unique = [len(usable_captions(s["captions"])) for s in samples]
-        batch["stats"]["captions_captionless"] = float((usable == 0).sum())
-        batch["stats"]["captions_dropped"] = float(
-            sum(len(s["captions"]) - u for s, u in zip(samples, unique))
-            + sum(len(c) for c in sampled)
-            - int(usable.sum())
-        )
-        new_hits = cache.stats["hits"] - hits
-        batch["stats"]["text_cache_hit_rate"] = new_hits / max(1, new_hits + cache.stats["misses"] - misses)
-    return batch
-
-
 def heldout_batch(cfg: Config, n: int, cache: CaptionCache | None, split: str = "val") -> dict:
     """A fixed batch from a held-out split (same masks and captions every call), for monitors."""
     ds = build_dataset(cfg, split, size=max(n, 1))
@@ -190,14 +102,3 @@ def pretrain_loader(stream: PretrainStream, start_step: int, num_workers: int) -
 
 def _as_is(batch: dict) -> dict:
     return batch
-
-
-TENSOR_KEYS = ("images", "mask_context", "mask_context_valid", "mask_targets", "text", "text_mask", "caption_mask")
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    out = dict(batch)
-    for k in TENSOR_KEYS:
-        if k in out:
-            out[k] = out[k].to(device, non_blocking=True)
-    return out
