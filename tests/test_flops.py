@@ -49,7 +49,7 @@ def _setup(tiny_cfg, method_name: str, *overrides: str):
     cfg = tiny_cfg(f"method={method_name}", "train.batch_size=3", *overrides)
     torch.manual_seed(0)
     method = build_method(cfg, text_dim_for(cfg) if method_name == "tcjepa" else None)
-    batch = PretrainStream(cfg, with_text=method_name == "tcjepa")[0]
+    batch = PretrainStream(cfg, method.batch_spec(cfg))[0]
     batch.pop("stats")
     return method, batch
 

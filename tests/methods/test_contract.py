@@ -30,7 +30,7 @@ def setup(request) -> tuple[Method, dict]:
     torch.manual_seed(0)
     method = build_method(cfg)
     spec = method.batch_spec(cfg)
-    batch = PretrainStream(cfg, with_text=spec.text != "none")[0]
+    batch = PretrainStream(cfg, spec)[0]
     batch.pop("stats")
     return method, batch
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 import torch
 
 from ..config import Config
+from ..data.batch import BatchSpec, text_spec
 from ..data.captions import text_dim_for
 from ..data.stream import PretrainStream
 from ..flops import Shapes, text_encoder_forward, training_step
@@ -140,7 +141,7 @@ def run_bench(
     device = pick_device(cfg)
     text_methods = [m for m in methods if METHODS[m].text_conditioned]
     # One stream for every method (same batches); it carries captions when any method reads them.
-    stream = PretrainStream(cfg, with_text=bool(text_methods))
+    stream = PretrainStream(cfg, text_spec(cfg) if text_methods else BatchSpec())
     context, target = expected_mask_sizes(stream)
     words = cfg.text.max_len - (0 if cfg.text.keep_special else 2)
     base = methods[0]  # overheads and step-time ratios are against the first method listed

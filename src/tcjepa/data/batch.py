@@ -34,6 +34,11 @@ class BatchSpec:
             raise ValueError(f"BatchSpec: captions={self.captions} does not fit text={self.text!r}")
 
 
+def text_spec(cfg: Config) -> BatchSpec:
+    """Masks and ``text.num_captions`` captions' word states: the fields every text-conditioned method reads."""
+    return BatchSpec(masks=True, text="states", captions=cfg.text.num_captions)
+
+
 def mask_sampler_for(cfg: Config) -> MultiBlockMaskSampler:
     m = cfg.mask
     grid = cfg.data.image_size // cfg.model.encoder.patch_size
@@ -46,12 +51,14 @@ def mask_sampler_for(cfg: Config) -> MultiBlockMaskSampler:
 def assemble_batch(
     samples: list[dict],
     cfg: Config,
+    spec: BatchSpec,
     masks: MultiBlockMaskSampler,
     gens: tuple[torch.Generator, torch.Generator, torch.Generator],
     cache: CaptionCache | None,
     crop: bool = True,
 ) -> dict:
-    """Images (optionally cropped), masks and, with a cache, N sampled captions per image as word states.
+    """Images (optionally cropped), then what ``spec`` asks for: masks, and N sampled captions per image
+    as word states (``spec.text="states"``, read through ``cache``).
 
     ``stats`` counts what would otherwise pass silently: crops that fell back to the full image, mask
     fallback placements, images without any usable caption, and captions dropped as empty or duplicate.
@@ -59,33 +66,42 @@ def assemble_batch(
     g_img, g_cap, g_mask = gens
     scale = cfg.data.crop_scale if crop else (1.0, 1.0)
     cropped = [random_resized_crop_counted(s["image"], scale, g_img) for s in samples]
-    images = torch.stack([image for image, _ in cropped])
-    mask_batch = masks(len(samples), g_mask)
     batch: dict = {
-        "images": images,
-        "mask_context": mask_batch.context,
-        "mask_targets": mask_batch.targets,
-        "stats": {**mask_batch.stats, "crop_fallback_images": float(sum(fell for _, fell in cropped))},
+        "images": torch.stack([image for image, _ in cropped]),
+        "stats": {"crop_fallback_images": float(sum(fell for _, fell in cropped))},
     }
-    if mask_batch.context_valid is not None:  # mask.truncate=pad
-        batch["mask_context_valid"] = mask_batch.context_valid
-    if cache is not None:
-        n = cfg.text.num_captions
-        sampled = [sample_captions(s["captions"], n, g_cap) for s in samples]
-        hits, misses = cache.stats["hits"], cache.stats["misses"]
-        batch.update(cache.batch(sampled, n))
-        batch["captions"] = sampled
-        usable = batch["caption_mask"].sum(1)  # after the encoder: a caption without tokens is absent too
-        unique = [len(usable_captions(s["captions"])) for s in samples]
-        batch["stats"]["captions_captionless"] = float((usable == 0).sum())
-        batch["stats"]["captions_dropped"] = float(
-            sum(len(s["captions"]) - u for s, u in zip(samples, unique))
-            + sum(len(c) for c in sampled)
-            - int(usable.sum())
+    if spec.masks:
+        mask_batch = masks(len(samples), g_mask)
+        batch["mask_context"], batch["mask_targets"] = mask_batch.context, mask_batch.targets
+        batch["stats"].update(mask_batch.stats)
+        if mask_batch.context_valid is not None:  # mask.truncate=pad
+            batch["mask_context_valid"] = mask_batch.context_valid
+    if spec.text == "tokens":
+        raise ValueError(
+            "BatchSpec.text='tokens' (token ids for a trainable text tower) is not built by tcjepa.data.batch yet; "
+            "add it to assemble_batch or declare text='states'"
         )
-        new_hits = cache.stats["hits"] - hits
-        batch["stats"]["text_cache_hit_rate"] = new_hits / max(1, new_hits + cache.stats["misses"] - misses)
+    if spec.text == "states":
+        if cache is None:
+            raise ValueError("BatchSpec.text='states' needs a CaptionCache (tcjepa.data.captions.build_caption_cache)")
+        _add_captions(batch, samples, spec.captions, g_cap, cache)
     return batch
+
+
+def _add_captions(batch: dict, samples: list[dict], n: int, g_cap: torch.Generator, cache: CaptionCache) -> None:
+    """N sampled captions per image, their word states, masks and the caption counters."""
+    sampled = [sample_captions(s["captions"], n, g_cap) for s in samples]
+    hits, misses = cache.stats["hits"], cache.stats["misses"]
+    batch.update(cache.batch(sampled, n))
+    batch["captions"] = sampled
+    usable = batch["caption_mask"].sum(1)  # after the encoder: a caption without tokens is absent too
+    unique = [len(usable_captions(s["captions"])) for s in samples]
+    batch["stats"]["captions_captionless"] = float((usable == 0).sum())
+    batch["stats"]["captions_dropped"] = float(
+        sum(len(s["captions"]) - u for s, u in zip(samples, unique)) + sum(len(c) for c in sampled) - int(usable.sum())
+    )
+    new_hits = cache.stats["hits"] - hits
+    batch["stats"]["text_cache_hit_rate"] = new_hits / max(1, new_hits + cache.stats["misses"] - misses)
 
 
 TENSOR_KEYS = ("images", "mask_context", "mask_context_valid", "mask_targets", "text", "text_mask", "caption_mask")

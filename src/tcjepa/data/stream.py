@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config
-from .batch import assemble_batch, mask_sampler_for
+from .batch import BatchSpec, assemble_batch, mask_sampler_for, text_spec
 from .captions import CaptionCache, build_caption_cache
 from .sources import build_dataset
 
@@ -30,11 +30,11 @@ def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
 class PretrainStream(Dataset):
     """Map-style over steps: ``stream[s]`` is the whole (per-rank) batch of step ``s``."""
 
-    def __init__(self, cfg: Config, with_text: bool, rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: Config, spec: BatchSpec, rank: int = 0, world_size: int = 1):
         if cfg.train.batch_size % world_size:
             raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {world_size} processes")
         self.cfg = cfg
-        self.with_text = with_text
+        self.spec = spec
         self.rank, self.world_size = rank, world_size
         self.local_batch = cfg.train.batch_size // world_size
         self.dataset = build_dataset(cfg, "train")
@@ -72,7 +72,8 @@ class PretrainStream(Dataset):
             step_generator(seed, step * self.world_size + self.rank, STREAM_MASKS),
         )
         samples = [self.dataset[i] for i in self.indices(step)]
-        batch = assemble_batch(samples, self.cfg, self.masks, gens, self.cache if self.with_text else None)
+        cache = self.cache if self.spec.text != "none" else None
+        batch = assemble_batch(samples, self.cfg, self.spec, self.masks, gens, cache)
         batch["step"] = step
         batch["stats"]["data_ms"] = 1000 * (time.perf_counter() - t0)
         return batch
@@ -82,7 +83,8 @@ def heldout_batch(cfg: Config, n: int, cache: CaptionCache | None, split: str = 
     """A fixed batch from a held-out split (same masks and captions every call), for monitors."""
     ds = build_dataset(cfg, split, size=max(n, 1))
     gens = tuple(step_generator(cfg.seed, 0, 100 + s) for s in range(3))
-    batch = assemble_batch([ds[i] for i in range(n)], cfg, mask_sampler_for(cfg), gens, cache, crop=False)
+    spec = text_spec(cfg) if cache is not None else BatchSpec()
+    batch = assemble_batch([ds[i] for i in range(n)], cfg, spec, mask_sampler_for(cfg), gens, cache, crop=False)
     batch["step"] = 0
     return batch
 

@@ -168,8 +168,9 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
         if cfg.train.keep_every and step % cfg.train.keep_every == 0:
             atomic_save(state, ckpt_dir / f"step_{step}.pt")
 
-    needs_text = method.batch_spec(cfg).text != "none"
-    stream = PretrainStream(cfg, with_text=needs_text)
+    spec = method.batch_spec(cfg)
+    needs_text = spec.text != "none"
+    stream = PretrainStream(cfg, spec)
     loader = pretrain_loader(stream, start_step, cfg.data.num_workers)
     monitor = online = None
     if cfg.train.monitor_every:
