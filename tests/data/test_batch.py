@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tcjepa.config import load_config
-from tcjepa.data.batch import BatchSpec, text_spec
+from tcjepa.data.batch import BatchSpec, concat_batches, text_spec
 from tcjepa.data.stream import PretrainStream
 from tcjepa.methods.base import BatchSpec as ReExported
 
@@ -42,3 +43,16 @@ def test_fields_follow_the_spec(spec, masks: bool, text: bool) -> None:
 def test_token_ids_are_refused_until_assembly_builds_them() -> None:
     with pytest.raises(ValueError, match="text='tokens'"):
         PretrainStream(_cfg(), BatchSpec(text="tokens", captions=2))[0]
+
+
+def test_concat_pads_the_word_axis_to_the_widest_part() -> None:
+    narrow = {
+        "images": torch.zeros(1, 3, 2, 2),
+        "text": torch.ones(1, 2, 3, 4),
+        "text_mask": torch.ones(1, 2, 3).bool(),
+    }
+    wide = {"images": torch.ones(2, 3, 2, 2), "text": torch.ones(2, 2, 5, 4), "text_mask": torch.ones(2, 2, 5).bool()}
+    out = concat_batches([narrow, wide])
+    assert out["images"].shape[0] == 3 and out["text"].shape == (3, 2, 5, 4)
+    assert out["text"][0, :, 3:].abs().sum() == 0 and not out["text_mask"][0, :, 3:].any()
+    assert out["text_mask"][0, :, :3].all() and out["text_mask"][1:].all()

@@ -38,11 +38,11 @@ PEAK_FLOPS = {
 
 
 def expected_mask_sizes(stream: PretrainStream, batches: int = 50) -> tuple[float, float]:
-    """Mean context and target-block lengths the sampler produces (after truncation to the batch minimum)."""
+    """Mean context and target-block lengths the sampler produces (after truncation to the global batch's minimum)."""
     g = torch.Generator().manual_seed(0)
     ctx, tgt = [], []
     for _ in range(batches):
-        m = stream.masks(stream.local_batch, g)
+        m = stream.masks(stream.cfg.train.batch_size, g)  # masks are drawn (and cut) for the global batch
         ctx.append(m.context.shape[1])
         tgt.append(m.targets.shape[2])
     return statistics.fmean(ctx), statistics.fmean(tgt)

@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 
 from ..data.batch import mask_sampler_for
 from ..data.captions import build_caption_cache
+from ..data.keys import STREAM_MASKS, step_generator
 from ..data.shapes import ShapesDataset
-from ..data.stream import STREAM_MASKS, step_generator
 from ..eval.grounding import patch_word_cosines
 from ..eval.suite import EVAL_SEED
 from ..models.conditioner import TextInputs

@@ -1,9 +1,11 @@
-"""The pretraining stream: the batch of step ``s`` is a pure function of (seed, s).
+"""The pretraining stream: the batch of step ``s`` is a pure function of (seed, s), whatever the split.
 
-Images, caption sampling and masks each draw from generators seeded by (seed, step, stream id),
-so a run resumed at step s sees exactly the batches it would have seen, whatever the number of
-workers. Caption word states are looked up (and, on a miss, computed) inside the data worker, so
-the frozen text encoder overlaps with the training step instead of adding to it.
+``PretrainStream(cfg, spec, rank, world_size)[s]`` is rank ``rank``'s rows of step ``s``'s global batch
+(``train.batch_size`` samples). Every draw is keyed by the step and the sample's global position
+(``keys.py``), so the ranks' batches concatenated along the batch equal the one-process batch exactly, a
+run resumed at step s sees the batches it would have seen, and the number of loader workers changes
+nothing. Caption word states are looked up (and, on a miss, computed) inside the data worker, so the
+frozen text encoder overlaps with the training step instead of adding to it.
 """
 
 from __future__ import annotations
@@ -11,28 +13,26 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config
 from .batch import BatchSpec, assemble_batch, mask_sampler_for, text_spec
 from .captions import CaptionCache, build_caption_cache
+from .keys import HELDOUT_STREAMS, BatchKeys
 from .sources import build_dataset
-
-STREAM_IMAGES, STREAM_CAPTIONS, STREAM_MASKS = 1, 2, 3
-
-
-def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, step, stream]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 class PretrainStream(Dataset):
-    """Map-style over steps: ``stream[s]`` is the whole (per-rank) batch of step ``s``."""
+    """Map-style over steps: ``stream[s]`` is this rank's share of the batch of step ``s``."""
 
     def __init__(self, cfg: Config, spec: BatchSpec, rank: int = 0, world_size: int = 1):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} of world_size={world_size}: need world_size >= 1 and 0 <= rank < world_size")
         if cfg.train.batch_size % world_size:
-            raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {world_size} processes")
+            raise ValueError(
+                f"train.batch_size={cfg.train.batch_size} is not divisible by {world_size} processes; "
+                f"use a multiple of {world_size}"
+            )
         self.cfg = cfg
         self.spec = spec
         self.rank, self.world_size = rank, world_size
@@ -65,15 +65,10 @@ class PretrainStream(Dataset):
 
     def __getitem__(self, step: int) -> dict:
         t0 = time.perf_counter()
-        seed = self.cfg.seed
-        gens = (
-            step_generator(seed, step, STREAM_IMAGES),
-            step_generator(seed, step, STREAM_CAPTIONS),
-            step_generator(seed, step * self.world_size + self.rank, STREAM_MASKS),
-        )
+        keys = BatchKeys(self.cfg.seed, step, self.rank * self.local_batch, self.cfg.train.batch_size)
         samples = [self.dataset[i] for i in self.indices(step)]
         cache = self.cache if self.spec.text != "none" else None
-        batch = assemble_batch(samples, self.cfg, self.spec, self.masks, gens, cache)
+        batch = assemble_batch(samples, self.cfg, self.spec, self.masks, keys, cache)
         batch["step"] = step
         batch["stats"]["data_ms"] = 1000 * (time.perf_counter() - t0)
         return batch
@@ -82,9 +77,9 @@ class PretrainStream(Dataset):
 def heldout_batch(cfg: Config, n: int, cache: CaptionCache | None, split: str = "val") -> dict:
     """A fixed batch from a held-out split (same masks and captions every call), for monitors."""
     ds = build_dataset(cfg, split, size=max(n, 1))
-    gens = tuple(step_generator(cfg.seed, 0, 100 + s) for s in range(3))
+    keys = BatchKeys(cfg.seed, 0, 0, n, HELDOUT_STREAMS)
     spec = text_spec(cfg) if cache is not None else BatchSpec()
-    batch = assemble_batch([ds[i] for i in range(n)], cfg, spec, mask_sampler_for(cfg), gens, cache, crop=False)
+    batch = assemble_batch([ds[i] for i in range(n)], cfg, spec, mask_sampler_for(cfg), keys, cache, crop=False)
     batch["step"] = 0
     return batch
 
