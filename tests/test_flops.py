@@ -13,7 +13,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from tcjepa import flops
-from tcjepa.data.pipeline import PretrainStream, text_dim_for
+from tcjepa.data.captions import text_dim_for
+from tcjepa.data.stream import PretrainStream
 from tcjepa.methods import build_method
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -43,7 +44,7 @@ def _setup(tiny_cfg, method_name: str, *overrides: str):
     cfg = tiny_cfg(f"method={method_name}", "train.batch_size=3", *overrides)
     torch.manual_seed(0)
     method = build_method(cfg, text_dim_for(cfg) if method_name == "tcjepa" else None)
-    batch = PretrainStream(cfg, with_text=method_name == "tcjepa")[0]
+    batch = PretrainStream(cfg, method.batch_spec(cfg))[0]
     batch.pop("stats")
     return method, batch
 

@@ -14,7 +14,7 @@ import torch
 import tcjepa.data.masks as masks_module
 from tcjepa.config import ConfigError
 from tcjepa.data.masks import MaskBatch, MaskConfig, MultiBlockMaskSampler, pad_to_largest
-from tcjepa.data.pipeline import heldout_batch
+from tcjepa.data.stream import heldout_batch
 from tcjepa.losses.sparsity import FORMS, link_stats, sparsity_losses
 from tcjepa.methods import build_method
 from tcjepa.models.conditioning import CondOutput, TextInputs

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tcjepa.config import load_config
-from tcjepa.data.pipeline import PretrainStream
+from tcjepa.data.stream import PretrainStream
 from tcjepa.eval.grounding import patch_word_cosines
 from tcjepa.methods import METHODS, BatchSpec, Method, StepOutput, build_method
 from tcjepa.models.conditioning import TextInputs
@@ -35,7 +35,7 @@ def setup(request) -> tuple[Method, dict]:
     torch.manual_seed(0)
     method = build_method(cfg)
     spec = method.batch_spec(cfg)
-    batch = PretrainStream(cfg, with_text=spec.text != "none")[0]
+    batch = PretrainStream(cfg, spec)[0]
     batch.pop("stats")
     return method, batch
 

@@ -19,7 +19,8 @@ from dataclasses import replace
 import torch
 
 from ..config import Config
-from ..data.pipeline import PretrainStream, text_dim_for
+from ..data.captions import text_dim_for
+from ..data.stream import PretrainStream
 from ..flops import Shapes, text_encoder_forward, training_step
 from ..methods import METHODS, build_method
 from ..methods.ijepa import encoder_spec
@@ -36,11 +37,11 @@ PEAK_FLOPS = {
 
 
 def expected_mask_sizes(stream: PretrainStream, batches: int = 50) -> tuple[float, float]:
-    """Mean context and target-block lengths the sampler produces (after truncation to the batch minimum)."""
+    """Mean context and target-block lengths the sampler produces (after truncation to the global batch's minimum)."""
     g = torch.Generator().manual_seed(0)
     ctx, tgt = [], []
     for _ in range(batches):
-        m = stream.masks(stream.local_batch, g)
+        m = stream.masks(stream.cfg.train.batch_size, g)  # masks are drawn (and cut) for the global batch
         ctx.append(m.context.shape[1])
         tgt.append(m.targets.shape[2])
     return statistics.fmean(ctx), statistics.fmean(tgt)
@@ -134,7 +135,7 @@ def run_bench(
     device = pick_device(cfg)
     text_methods = [m for m in methods if METHODS[m].text_conditioned]
     # One stream for every method (same batches); it carries captions when any method reads them.
-    stream = PretrainStream(cfg, with_text=bool(text_methods))
+    stream = PretrainStream(cfg, METHODS[(text_methods or methods)[0]].batch_spec(cfg))
     context, target = expected_mask_sizes(stream)
     words = cfg.text.max_len - (0 if cfg.text.keep_special else 2)
     base = methods[0]  # overheads and step-time ratios are against the first method listed
@@ -239,7 +240,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _to(batch: dict, device: torch.device) -> dict:
-    from ..data.pipeline import to_device
+    from ..data.batch import to_device
 
     return to_device(batch, device)
 

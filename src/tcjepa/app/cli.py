@@ -24,11 +24,13 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    """The config, with the method's own checks run at once (config.validate cannot see the registry)."""
+    """The config, with the registries' checks run at once (config.validate cannot see them)."""
+    from ..data.sources import check_data_config
     from ..methods import check_config
 
     cfg = load_config(args.config, args.overrides)
     check_config(cfg)
+    check_data_config(cfg)
     return cfg
 
 

@@ -87,7 +87,7 @@ def eval_target(path: str | Path, encoder: str = "target"):
     ``"context"`` reads the JEPA context encoder, which gradient descent trains directly: the one to look
     at when the EMA target is still largely its random initialisation (see ``ema_init_share``).
     """
-    from ..data.pipeline import build_caption_cache
+    from ..data.captions import build_caption_cache
     from ..eval.suite import EvalTarget
 
     if encoder not in ENCODERS:

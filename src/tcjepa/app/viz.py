@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..data.pipeline import STREAM_MASKS, build_caption_cache, mask_sampler_for, step_generator
+from ..data.batch import mask_sampler_for
+from ..data.captions import build_caption_cache
+from ..data.keys import STREAM_MASKS, step_generator
 from ..data.shapes import ShapesDataset
 from ..eval.grounding import patch_word_cosines
 from ..eval.suite import EVAL_SEED

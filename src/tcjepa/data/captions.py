@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tcjepa.config import Config
 from tcjepa.models.text import TextEncoder
 
 _HEADER = struct.Struct("<4sBBII")
@@ -303,3 +304,20 @@ class CaptionCache:
             "text_mask": text_mask.view(len(captions), n, width),
             "caption_mask": (lengths > 0).view(len(captions), n),
         }
+
+
+def text_dim_for(cfg: Config) -> int:
+    """Width of the text encoder's word states, without loading weights where it is known."""
+    if cfg.text.encoder == "minilm":
+        return 384
+    if cfg.text.encoder == "hashed":
+        return cfg.text.hashed_dim
+    return build_caption_cache(cfg).encoder.dim
+
+
+def build_caption_cache(cfg: Config) -> CaptionCache:
+    from tcjepa.models.text import build_text_encoder
+
+    t = cfg.text
+    encoder = build_text_encoder(t.encoder, max_len=t.max_len, keep_special=t.keep_special, dim=t.hashed_dim)
+    return CaptionCache(encoder, max_bytes=t.cache_mb << 20, disk_dir=t.cache_dir, disk_dtype=t.cache_dtype)

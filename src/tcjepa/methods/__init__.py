@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 
 from ..config import Config, ConfigError
-from ..data.pipeline import text_dim_for
+from ..data.captions import text_dim_for
 from .base import BatchSpec, Method, StepOutput
 from .ijepa import IJEPA
 from .tcjepa import TCJEPA

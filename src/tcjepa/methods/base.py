@@ -28,23 +28,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError
-
-TEXT_KINDS = ("none", "states", "tokens")
-
-
-@dataclass(frozen=True)
-class BatchSpec:
-    """The batch fields a method reads; the stream builds only these."""
-
-    masks: bool = True  # multi-block context / target indices (mask_context, mask_targets)
-    text: str = "none"  # none | states (frozen word states) | tokens (token ids for a trainable text tower)
-    captions: int = 0  # captions per image when text != none
-
-    def __post_init__(self) -> None:
-        if self.text not in TEXT_KINDS:
-            raise ValueError(f"BatchSpec.text must be one of {', '.join(TEXT_KINDS)}; got {self.text!r}")
-        if (self.text == "none") != (self.captions == 0):
-            raise ValueError(f"BatchSpec: captions={self.captions} does not fit text={self.text!r}")
+from ..data.batch import BatchSpec  # lives with batch assembly (the data layer needs it); re-exported here
 
 
 @dataclass

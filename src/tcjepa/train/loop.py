@@ -17,13 +17,9 @@ import torch
 from tqdm import tqdm
 
 from ..config import EMA_INIT_SHARE_WARN, Config
-from ..data.pipeline import (
-    PretrainStream,
-    build_caption_cache,
-    heldout_batch,
-    pretrain_loader,
-    to_device,
-)
+from ..data.batch import to_device
+from ..data.captions import build_caption_cache
+from ..data.stream import PretrainStream, heldout_batch, pretrain_loader
 from ..methods import build_method
 from ..methods.schedules import ema_at, ema_init_share
 from .checkpoint import (
@@ -172,8 +168,9 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
         if cfg.train.keep_every and step % cfg.train.keep_every == 0:
             atomic_save(state, ckpt_dir / f"step_{step}.pt")
 
-    needs_text = method.batch_spec(cfg).text != "none"
-    stream = PretrainStream(cfg, with_text=needs_text)
+    spec = method.batch_spec(cfg)
+    needs_text = spec.text != "none"
+    stream = PretrainStream(cfg, spec)
     loader = pretrain_loader(stream, start_step, cfg.data.num_workers)
     monitor = online = None
     if cfg.train.monitor_every:

@@ -1,0 +1,55 @@
+"""Where training images come from: the datasets a config can name, as one registry.
+
+The stream (``stream.py``) only needs a map-style dataset of ``{"image", "captions", ...}`` items; which
+dataset backs it is chosen here, by ``data.name``, so a new source (Fashion-MNIST scenes, a folder or JSONL
+of captioned images, COCO, WebDataset shards) is one builder added to ``DATASETS`` and nothing else.
+``DATASETS`` is the only list of dataset names: ``config.py`` sits below the data layer and cannot know
+them, so the name is checked here (:func:`check_data_config`), at start, by the CLI and by
+:func:`build_dataset`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from torch.utils.data import Dataset
+
+from ..config import Config, ConfigError
+
+
+def _shapes(cfg: Config, split: str, size: int | None) -> Dataset:
+    from .shapes import ShapesDataset
+
+    if split == "train" and size is None:
+        size = cfg.data.train_size
+    return ShapesDataset(
+        split=split,
+        image_size=cfg.data.image_size,
+        seed=cfg.seed,
+        size=size,
+        min_objects=cfg.data.min_objects,
+        max_objects=cfg.data.max_objects,
+    )
+
+
+# name -> builder(cfg, split, size): size None means the split's configured (or natural) size.
+DATASETS: dict[str, Callable[[Config, str, int | None], Dataset]] = {"shapes": _shapes}
+
+
+def check_data_config(cfg: Config) -> None:
+    """Raise a ConfigError naming ``data.name``, the registered names and the closest one."""
+    name = cfg.data.name
+    if name not in DATASETS:
+        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"config key 'data.name' must be one of {', '.join(DATASETS)}; got {name!r}{hint}. "
+            "A new source is a builder registered in tcjepa.data.sources.DATASETS"
+        )
+
+
+def build_dataset(cfg: Config, split: str = "train", size: int | None = None) -> Dataset:
+    """The ``split`` of the dataset ``data.name`` names (``size`` items where the source is generated)."""
+    check_data_config(cfg)
+    return DATASETS[cfg.data.name](cfg, split, size)
