@@ -3,7 +3,7 @@
 The stream (``stream.py``) only needs a map-style dataset of ``{"image", "captions", ...}`` items; which
 dataset backs it is chosen here, by ``data.name``, so a new source (Fashion-MNIST scenes, a folder or JSONL
 of captioned images, COCO, WebDataset shards) is one builder added to ``DATASETS`` and nothing else.
-``DATASETS`` is the only list of dataset names: ``config.py`` sits below the data layer and cannot know
+``DATASETS`` is the only list of dataset names: ``tcjepa.config`` sits below the data layer and cannot know
 them, so the name is checked here (:func:`check_data_config`), at start, by the CLI and by
 :func:`build_dataset`.
 """
