@@ -1,10 +1,10 @@
-"""The comparison report: per arm and metric the mean, std and per-seed values; paired differences; figures.
+"""The comparison report: ``report.md`` for people and ``report.json`` for programs, written from the runs.
 
-Numbers come only from the runs' own ``eval.json``, ``eval_context.json`` and ``metrics.jsonl`` files.
-Differences between two arms are paired by seed id (same data stream, same initial weights where the
-models agree), never by position, so a failed seed in one arm drops only that seed's pair. The report
-gives the mean difference, its std, a 95% t interval, an exact sign-test p and on how many seeds the
-arm came out ahead.
+Per arm and metric the mean, std and per-seed values; paired differences against the first arm (mean, std,
+95% t interval, exact sign-test p and on how many seeds the arm came out ahead, from :mod:`.results`);
+the setup, the caveats that keep those p-values from being read one by one, the encoder-floor check and
+the figures (:mod:`.figures`). This module only arranges them as text, so every number in it can be traced
+to a run folder.
 """
 
 from __future__ import annotations
@@ -13,22 +13,19 @@ import json
 import math
 import os
 import platform
-import statistics
 from pathlib import Path
 
 import torch
-import yaml
 
-from ..config import EMA_INIT_SHARE_WARN, Config, config_from_dict
+from ..config import EMA_INIT_SHARE_WARN, Config
 from ..eval.scene import SCENE_TASKS
-from ..methods import METHODS
+from .figures import _figures
 from .floor_check import floor_lines
-from .plots import colours_for, plot_bars, plot_curves, plot_sweep, read_metrics, series
-from .runs import checkpoint_step, logged_ema_init_share
-from .stats import min_sign_test_p, paired_summary
+from .plots import colours_for
+from .results import EMA_SHARE, FLOOR, RAW, PerSeed, aggregate, collect, paired
+from .stats import min_sign_test_p
 from .sweeps import Plan
 
-FLOOR = "random-init"
 KEY_METRICS = [
     "scene/shape/test",
     "scene/count/test",
@@ -49,16 +46,6 @@ KEY_METRICS = [
     "train/text_usage",
     "train/pos_frac",
 ]
-CURVE_PANELS = [
-    ("online/shape", "online linear probe: shape (held-out scenes)"),
-    ("online/count", "online linear probe: count"),
-    ("online/pointing", "pointing game on caption words"),
-    ("rankme", "RankMe of target features (fixed batch)"),
-    ("text_usage", "text usage: loss with shuffled / true captions"),
-    ("pos_frac_l*", "positive patch-word cosines (mean over layers)"),
-    ("attn_entropy_l*", "attention entropy over words (nats)"),
-    ("loss_pred", "prediction loss (own target space per method)"),
-]
 DESCRIPTIONS = {
     **{f"scene/{k}/test": f"linear: {t.description}" for k, t in SCENE_TASKS.items()},
     **{f"scene/{k}/heldout": f"linear, held-out combos: {t.description}" for k, t in SCENE_TASKS.items()},
@@ -77,81 +64,6 @@ DESCRIPTIONS = {
     "train/text_usage": "text usage at the end (shuffled / true caption loss; 1 = ignored)",
     "train/pos_frac": "positive patch-word cosines at the end (0 = dead zone)",
 }
-RAW = ("health/", "train/")  # metrics printed as numbers, not percentages
-EMA_SHARE = "train/ema_init_share"
-
-PerSeed = dict[int, dict[str, float]]  # seed id -> that seed's metrics
-
-
-def training_stats(run_dir: Path) -> dict[str, float]:
-    """The last logged value of the training monitors that matter for comparisons."""
-    rows = read_metrics(run_dir)
-    out = {}
-    for key, name in (
-        ("text_usage", "text_usage"),
-        ("pos_frac_l*", "pos_frac"),
-        ("rankme", "rankme"),
-        ("attn_entropy_l*", "attn_entropy"),
-        ("pred_vs_mean", "pred_vs_mean"),
-    ):
-        s = series(rows, key)
-        if s:
-            out[f"train/{name}"] = s[max(s)]
-    # Read as eval.md reads it: the share at the evaluated checkpoint, not at a step logged after it.
-    share = logged_ema_init_share(run_dir, checkpoint_step(run_dir))
-    if share is not None:
-        out[EMA_SHARE] = share
-    return out
-
-
-def collect(plan: Plan, seeds: int, out: Path, stem: str = "eval", monitors: bool = True) -> dict[str, PerSeed]:
-    """arm label -> seed id -> metrics (``<stem>.json`` metrics, + end-of-training monitors with ``monitors``).
-
-    Keyed by seed id so that a seed missing in one arm (failed or not run yet) cannot shift the others.
-    """
-    runs: dict[str, PerSeed] = {}
-    labels = [(a.label, out / a.slug) for a in plan.arms] + ([(FLOOR, out / FLOOR)] if plan.floor else [])
-    for label, folder in labels:
-        for seed in range(seeds):
-            d = folder / f"seed{seed}"
-            path = d / f"{stem}.json"
-            if not path.is_file():
-                continue
-            metrics = json.loads(path.read_text())["metrics"]
-            runs.setdefault(label, {})[seed] = {**metrics, **(training_stats(d) if monitors else {})}
-    return runs
-
-
-def summarise(values: dict[int, float]) -> dict:
-    """Mean and std over seeds; ``values`` stays keyed by seed id (strings once in report.json)."""
-    vals = [v for v in values.values() if v is not None and math.isfinite(v)]
-    return {
-        "mean": statistics.fmean(vals) if vals else math.nan,
-        "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-        "values": values,
-    }
-
-
-def aggregate(runs: dict[str, PerSeed]) -> dict[str, dict[str, dict]]:
-    out = {}
-    for label, per_seed in runs.items():
-        keys = sorted(set().union(*per_seed.values()))
-        out[label] = {k: summarise({s: r.get(k, math.nan) for s, r in per_seed.items()}) for k in keys}
-    return out
-
-
-def paired(a: PerSeed, b: PerSeed, key: str) -> dict | None:
-    """b - a over the seed ids both arms have: mean, std, 95% CI, sign-test p and seeds b is ahead."""
-    common = sorted(set(a) & set(b))
-    diffs, used = [], []
-    for s in common:
-        x, y = a[s].get(key), b[s].get(key)
-        if x is not None and y is not None and math.isfinite(y - x):
-            diffs.append(y - x)
-            used.append(s)
-    if not diffs:
-        return None
-    return {**paired_summary(diffs), "seeds": used}
 
 
 def _fmt(key: str, mean: float, std: float | None = None) -> str:
@@ -373,70 +285,3 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def cfgs_method(run_dir: Path) -> str | None:
-    path = run_dir / "config.yaml"
-    return yaml.safe_load(path.read_text()).get("method") if path.is_file() else None
-
-
-def _grounded(run_dir: Path) -> bool:
-    """Does this run's method expose patch-word links (so word maps can be drawn)?"""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return False
-    cfg = config_from_dict(yaml.safe_load(path.read_text()))
-    return cfg.method in METHODS and METHODS[cfg.method].grounded_for(cfg)
-
-
-def _figures(
-    plan: Plan, out: Path, agg: dict, arms: list[str], keys: list[str], chance: dict, colours: dict, seeds: int
-) -> list[str]:
-    names = []
-    pct = [k for k in keys if not k.startswith(RAW)]
-    bars = {
-        k.replace("/test", "").replace("scene/", ""): {
-            lab: (agg[lab][k]["mean"], agg[lab][k]["std"]) for lab in agg if k in agg[lab]
-        }
-        for k in pct
-    }
-    short_chance = {k.replace("/test", "").replace("scene/", ""): v for k, v in chance.items()}
-    plot_bars(
-        bars,
-        out / "probes.png",
-        f"frozen-encoder probes, mean ± std over {seeds} seed(s)",
-        short_chance,
-        colours=colours,
-    )
-    names.append("probes")
-    runs = {
-        a.label: [
-            out / a.slug / f"seed{s}" for s in range(seeds) if (out / a.slug / f"seed{s}" / "metrics.jsonl").is_file()
-        ]
-        for a in plan.arms
-        if a.label in arms
-    }
-    if plot_curves(runs, out / "curves.png", CURVE_PANELS, colours):
-        names.append("curves")
-    tc_arms = {a.label: out / a.slug / "seed0" for a in plan.arms if _grounded(out / a.slug / "seed0")}
-    if tc_arms:
-        from .viz import word_map_grid
-
-        # One pass over the runs' checkpoints draws both views.
-        names += [p.stem for p in word_map_grid(tc_arms, out / "word_maps.png", raw_out=out / "word_maps_raw.png")]
-    if plan.settings:
-        methods = list(dict.fromkeys(a.method_label for a in plan.arms))
-        values = {
-            k: {
-                m: {
-                    a.setting: (agg[a.label][k]["mean"], agg[a.label][k]["std"])
-                    for a in plan.arms
-                    if a.method_label == m and a.label in agg and k in agg[a.label]
-                }
-                for m in methods
-            }
-            for k in keys[:6]
-        }
-        plot_sweep(values, plan.settings, out / "sweep.png", colours_for(methods))
-        names.append("sweep")
-    return names
