@@ -29,11 +29,6 @@ CURVE_PANELS = [
 ]
 
 
-def cfgs_method(run_dir: Path) -> str | None:
-    path = run_dir / "config.yaml"
-    return yaml.safe_load(path.read_text()).get("method") if path.is_file() else None
-
-
 def _grounded(run_dir: Path) -> bool:
     """Does this run's method expose patch-word links (so word maps can be drawn)?"""
     path = run_dir / "config.yaml"
