@@ -99,6 +99,10 @@ def test_method_names_come_from_the_registry() -> None:
     with pytest.raises(ConfigError, match="method=tcjepa needs text.num_captions >= 1"):
         check_config(load_config(TINY, ["text.num_captions=0"]))
     check_config(load_config(TINY, ["method=ijepa", "text.num_captions=0"]))
+    with pytest.raises(
+        ConfigError, match=r"'model.encoder.size' must be one of tiny, .*, custom; got 'bse' \(did you mean 'base'"
+    ):
+        check_config(load_config(TINY, ["model.encoder.size=bse"]))
     # Choices that live in a registry below the methods (losses) are checked there too, by the method.
     with pytest.raises(
         ConfigError, match=r"'loss.sparse_form' must be one of paper, mean, margin, topk, entropy, none"

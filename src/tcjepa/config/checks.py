@@ -16,7 +16,6 @@ class ConfigError(ValueError):
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.encoder.size": ("tiny", "small", "base", "large", "huge", "giant", "custom"),
     "data.on_error": ("raise", "skip"),
     "text.cache_dtype": ("fp32", "fp16", "int8"),
     "mask.draw": ("reference", "independent"),

@@ -10,7 +10,8 @@ import difflib
 
 from ..config import Config, ConfigError
 from ..data.captions import text_dim_for
-from .base import BatchSpec, Method, StepOutput
+from ..models.vit import VIT_SIZES
+from .base import BatchSpec, Method, StepOutput, require_choice
 from .ijepa import IJEPA
 from .tcjepa import TCJEPA
 
@@ -29,6 +30,7 @@ def method_class(name: str) -> type[Method]:
 def check_config(cfg: Config) -> type[Method]:
     """Validate what ``config.validate`` cannot know: the method's name and its own requirements."""
     cls = method_class(cfg.method)
+    require_choice("model.encoder.size", cfg.model.encoder.size, [*VIT_SIZES, "custom"])
     cls.check_config(cfg)
     return cls
 
