@@ -6,9 +6,7 @@ benchmark take their choices from it, and nothing outside this package compares 
 
 from __future__ import annotations
 
-import difflib
-
-from ..config import Config, ConfigError
+from ..config import Config
 from ..data.captions import text_dim_for
 from ..models.vit import VIT_SIZES
 from .base import BatchSpec, Method, StepOutput, require_choice
@@ -20,10 +18,7 @@ METHODS: dict[str, type[Method]] = {"ijepa": IJEPA, "tcjepa": TCJEPA}
 
 def method_class(name: str) -> type[Method]:
     """The registered class for ``name``, or a ConfigError naming the choices and the closest one."""
-    if name not in METHODS:
-        close = difflib.get_close_matches(name, list(METHODS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"config key 'method' must be one of {', '.join(METHODS)}; got {name!r}{hint}")
+    require_choice("method", name, list(METHODS))
     return METHODS[name]
 
 

@@ -49,7 +49,7 @@ class Method(nn.Module):
 
     has_ema_target: ClassVar[bool] = False
     text_conditioned: ClassVar[bool] = False
-    grounded: ClassVar[bool] = False
+    grounded: bool = False  # the family's default; each instance sets it from its config (grounded_for)
     contrastive: ClassVar[bool] = False
 
     def __init__(self, cfg: Config):
