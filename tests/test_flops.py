@@ -94,3 +94,16 @@ def test_forward_parts_match_per_module_counts(tiny_cfg) -> None:
     conditioner = sum(per_module[f"TCJEPA.predictor.blocks.{i}.cond"] for i in range(shapes.pred_depth))
     assert conditioner == b * cond
     assert per_module["TCJEPA.predictor"] == b * (sum(pred.values()) + cond)
+
+
+def test_conditioner_count_follows_cond_layers_and_the_conditioner(tiny_cfg) -> None:
+    from tcjepa.app.bench import flop_shapes
+
+    def cond_flops(*overrides: str) -> float:
+        cfg = tiny_cfg("method=tcjepa", *overrides)
+        return sum(flops.conditioner_forward(flop_shapes(cfg, 10.0, 4.0, 6, "tcjepa")).values())
+
+    every = cond_flops()
+    depth = tiny_cfg().model.predictor.depth
+    assert every > 0 and cond_flops("model.predictor.cond_layers=last") == pytest.approx(every / depth)
+    assert cond_flops("model.predictor.conditioning=none") == 0

@@ -36,6 +36,7 @@ class Shapes:
     captions: int = 0  # N captions (0: no conditioning)
     words: int = 0  # S words per caption after padding
     text_dim: int = 0
+    cond_layers: int | None = None  # predictor blocks with the words cross-attention (None: every block)
 
     @classmethod
     def of(cls, spec: ViTSpec, pred_dim: int, pred_depth: int, **tokens: float) -> Shapes:
@@ -78,7 +79,8 @@ def predictor_forward(s: Shapes) -> dict[str, float]:
 
 
 def conditioner_forward(s: Shapes) -> dict[str, float]:
-    """All predictor layers' text cross-attention; T query tokens = M copies of (context + target)."""
+    """The text cross-attention of every conditioned predictor layer; T query tokens = M copies of
+    (context + target)."""
     if not s.captions:
         return {}
     t = s.num_targets * (s.context + s.target)
@@ -90,7 +92,8 @@ def conditioner_forward(s: Shapes) -> dict[str, float]:
         "weighted_sum": 2 * t * n * w * d,  # softmax(qK_n) V_n for every caption
         "out_proj": 2 * t * d * d,  # once, after the max-pool over captions
     }
-    return {k: v * s.pred_depth for k, v in per_layer.items()}
+    layers = s.pred_depth if s.cond_layers is None else s.cond_layers
+    return {k: v * layers for k, v in per_layer.items()}
 
 
 def training_step(s: Shapes) -> dict[str, float]:

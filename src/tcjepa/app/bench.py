@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from ..config import Config
+from ..config import Config, cond_layer_indices
 from ..data.captions import text_dim_for
 from ..data.stream import PretrainStream
 from ..flops import Shapes, text_encoder_forward, training_step
@@ -50,7 +50,9 @@ def expected_mask_sizes(stream: PretrainStream, batches: int = 50) -> tuple[floa
 def flop_shapes(cfg: Config, context: float, target: float, words: int, method: str) -> Shapes:
     spec = encoder_spec(cfg)  # the spec alone: building a ViT-H just to read its shape took minutes on CPU
     p = cfg.model.predictor
-    conditioned = METHODS[method].text_conditioned
+    # The analytic count models the words cross-attention, the conditioner with word links, in the blocks
+    # model.predictor.cond_layers names; another conditioner is not counted.
+    conditioned = METHODS[method].text_conditioned and METHODS[method].grounded_for(cfg)
     return Shapes.of(
         spec,
         p.dim,
@@ -61,6 +63,7 @@ def flop_shapes(cfg: Config, context: float, target: float, words: int, method: 
         captions=cfg.text.num_captions if conditioned else 0,
         words=words if conditioned else 0,
         text_dim=text_dim_for(cfg) if conditioned else 0,
+        cond_layers=len(cond_layer_indices(p.cond_layers, p.depth)),
     )
 
 
