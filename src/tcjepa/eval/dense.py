@@ -17,6 +17,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..data.shapes import COLOURS, SHAPES
+
+# The per-pixel targets of the dense probe: label map key and classes (background included).
+DENSE_TARGETS = {"colour": ("seg_colour", len(COLOURS) + 1), "shape": ("seg_shape", len(SHAPES) + 1)}
+
 DEFAULT_LRS = (1e-3, 1e-2)
 _CHUNK = 64  # images per step when a whole set would not fit comfortably in memory
 
