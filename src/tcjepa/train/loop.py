@@ -34,7 +34,7 @@ from .checkpoint import (
 from .monitors import DeadZoneAlarm, FixedBatchMonitor
 from .online_probe import OnlineProbe
 from .schedules import lr_at, wd_at
-from .step import TrainingDiverged, autocast_for, grad_clip, train_step
+from .step import TrainingDiverged, as_float, autocast_for, grad_clip, train_step
 
 log = logging.getLogger("tcjepa.train")
 
@@ -60,10 +60,6 @@ def _trim_metrics(path: Path, last_step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < last_step]
     path.write_text("".join(line + "\n" for line in keep))
-
-
-def _as_float(v) -> float:
-    return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
 
 
 def _warn_ema_horizon(cfg: Config) -> None:
@@ -217,7 +213,6 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
                 clip=clip,
                 autocast=autocast,
                 diagnostics=logging_step,
-                grad_stats=(lambda m: m.grad_report()) if logging_step else None,
             )
             if not result.finite:
                 raise TrainingDiverged.at(step, result, latest if latest.exists() else None)
@@ -229,7 +224,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "step": step,
-                    **{k: _as_float(v) for k, v in result.metrics.items()},
+                    **{k: as_float(v) for k, v in result.metrics.items()},
                     "lr": lr,
                     "wd": wd,
                     "ema": ema_at(cfg, step),

@@ -22,9 +22,9 @@ would still apply weight decay and momentum. Until a GPU profile shows the drain
 check that is exactly right is the one used. The loop reads the loss and gradient norm as numbers only on
 logging steps.
 
-**Diagnostics before the update.** ``grad_stats`` (e.g. the loop's conditioner gradient norms on logging
-steps) is called on the clipped, finite gradients just before ``optimizer.step()``, the only moment they
-exist; it is an argument, not a registered hook, so the loop's call site shows when it runs.
+**Diagnostics before the update.** With ``diagnostics`` (the loop's logging steps) the method's
+``grad_report()`` (e.g. TC-JEPA's conditioner gradient norms) reads the clipped, finite gradients just
+before ``optimizer.step()``, the only moment they exist.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class TrainingDiverged(RuntimeError):
         where = str(kept) if kept is not None else "(none yet)"
         loss = float(result.loss)
         if not math.isfinite(loss):
-            terms = ", ".join(f"{k}={_as_float(v):.4g}" for k, v in result.terms.items())
+            terms = ", ".join(f"{k}={as_float(v):.4g}" for k, v in result.terms.items())
             return cls(
                 f"loss is {loss} at step {step} ({terms}). Training stopped; the last good checkpoint is kept "
                 f"at {where}. Try a lower optim.lr, optim.grad_clip=1.0, or train.precision=fp32."
@@ -74,10 +74,10 @@ class StepResult:
     terms: dict[str, float | torch.Tensor]  # the loss terms alone (means), named in the divergence message
     grad_norm: torch.Tensor  # total gradient norm before clipping
     finite: bool  # False: loss or gradient was NaN/inf and nothing was updated
-    grad_stats: dict[str, float] = field(default_factory=dict)  # what ``grad_stats`` returned
+    grad_stats: dict[str, float] = field(default_factory=dict)  # method.grad_report() on diagnostics steps
 
 
-def _as_float(v: float | torch.Tensor) -> float:
+def as_float(v: float | torch.Tensor) -> float:
     return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
 
 
@@ -129,7 +129,6 @@ def train_step(
     autocast: Callable[[], AbstractContextManager] = nullcontext,
     timers: PhaseTimers = _NO_TIMERS,
     diagnostics: bool = False,
-    grad_stats: Callable[[torch.nn.Module], dict[str, float]] | None = None,
 ) -> StepResult:
     """Forward and backward over ``accum_steps`` micro-batches, clip, check, update, EMA.
 
@@ -169,7 +168,7 @@ def train_step(
         finite = bool(torch.isfinite(total) & torch.isfinite(grad_norm))  # the step's one host sync
     if not finite:
         return StepResult(total, means, terms, grad_norm, finite=False)
-    stats = grad_stats(method) if grad_stats is not None else {}
+    stats = method.grad_report() if diagnostics else {}
     with timers.phase("optimizer"):
         optimizer.step()
     with timers.phase("ema"):
