@@ -14,6 +14,7 @@ import math
 import torch
 
 from ..config import Config
+from ..data.batch import text_spec
 from ..losses.sparsity import FORMS, link_stats, sparsity_losses
 from ..models.conditioning import CondOutput, TextInputs, conditioner_class
 from .base import BatchSpec, require, require_choice
@@ -40,7 +41,7 @@ class TCJEPA(IJEPA):
 
     @classmethod
     def batch_spec(cls, cfg: Config) -> BatchSpec:
-        return BatchSpec(masks=True, text="states", captions=cfg.text.num_captions)
+        return text_spec(cfg)
 
     def grad_report(self) -> dict[str, float]:
         """Gradient norms reaching the conditioner's W_Q, W_K, W_V (all layers): is the text path learning?"""
