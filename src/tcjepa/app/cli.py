@@ -14,7 +14,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from ..config import Config, ConfigError, all_keys, load_config  # noqa: E402
+from ..config import Config, ConfigError, all_keys  # noqa: E402
 
 log = logging.getLogger("tcjepa")
 
@@ -24,14 +24,9 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    """The config, with the registries' checks run at once (config.validate cannot see them)."""
-    from ..data.sources import check_data_config
-    from ..methods import check_config
+    from .runs import load_checked_config
 
-    cfg = load_config(args.config, args.overrides)
-    check_config(cfg)
-    check_data_config(cfg)
-    return cfg
+    return load_checked_config(args.config, args.overrides)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:

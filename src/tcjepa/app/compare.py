@@ -23,12 +23,18 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError
 from ..eval.suite import SUITES, Suite, run_eval
-from ..methods import check_config
 from ..train.checkpoint import config_differences
 from ..train.loop import TrainingDiverged, pretrain
-from .runs import checkpoint_step, eval_target, has_context_encoder, load_run_method, untrained_target
+from .runs import (
+    checkpoint_step,
+    eval_target,
+    has_context_encoder,
+    load_checked_config,
+    load_run_method,
+    untrained_target,
+)
 from .sweeps import Plan
 
 log = logging.getLogger("tcjepa.compare")
@@ -77,9 +83,7 @@ def _eval_is_current(folder: Path, suite: str, step: int | None, stem: str = "ev
 
 def arm_config(plan: Plan, arm, seed: int, out: Path, extra: list[str]) -> Config:
     overrides = [*plan.overrides, *arm.overrides, *extra, f"seed={seed}", f"run.dir={out / arm.slug / f'seed{seed}'}"]
-    cfg = load_config(arm.config or plan.base, overrides)
-    check_config(cfg)  # the method's own rules and registry names, also before anything trains
-    return cfg
+    return load_checked_config(arm.config or plan.base, overrides)
 
 
 def evaluate_run(run_dir: Path, suite: Suite, progress: bool) -> None:

@@ -8,10 +8,20 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..config import Config, config_from_dict
+from ..config import Config, config_from_dict, load_config
+from ..data.sources import check_data_config
 from ..export import export_encoder, is_exported_encoder, load_encoder
-from ..methods import build_method
+from ..methods import build_method, check_config
 from ..train.checkpoint import load_checkpoint
+
+
+def load_checked_config(path: str | Path | None, overrides: list[str]) -> Config:
+    """A config to train: parsed and validated, then checked by the registries config cannot see (the
+    method's own rules and names, the dataset name), so a typo fails before anything trains."""
+    cfg = load_config(path, overrides)
+    check_config(cfg)
+    check_data_config(cfg)
+    return cfg
 
 
 def load_run_config(run_dir: str | Path) -> Config:

@@ -8,11 +8,25 @@ checked by their owners, which sit above the config and know names it cannot.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 from .schema import Config, _flatten
 
 
 class ConfigError(ValueError):
     """A configuration problem a person has to fix; the message names the key and the remedy."""
+
+
+def require_choice(key: str, value: str, choices: Iterable[str], remedy: str = "") -> None:
+    """A value that must be one of a registry's names (the registries sit above the config and check their
+    own keys with this): the error lists the names, the closest one and, if given, the remedy."""
+    choices = list(choices)
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        more = f". {remedy}" if remedy else ""
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}; got {value!r}{hint}{more}")
 
 
 CHOICES: dict[str, tuple[str, ...]] = {

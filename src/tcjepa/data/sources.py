@@ -10,12 +10,11 @@ them, so the name is checked here (:func:`check_data_config`), at start, by the 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 from torch.utils.data import Dataset
 
-from ..config import Config, ConfigError
+from ..config import Config, require_choice
 
 
 def _shapes(cfg: Config, split: str, size: int | None) -> Dataset:
@@ -39,14 +38,9 @@ DATASETS: dict[str, Callable[[Config, str, int | None], Dataset]] = {"shapes": _
 
 def check_data_config(cfg: Config) -> None:
     """Raise a ConfigError naming ``data.name``, the registered names and the closest one."""
-    name = cfg.data.name
-    if name not in DATASETS:
-        close = difflib.get_close_matches(str(name), list(DATASETS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"config key 'data.name' must be one of {', '.join(DATASETS)}; got {name!r}{hint}. "
-            "A new source is a builder registered in tcjepa.data.sources.DATASETS"
-        )
+    require_choice(
+        "data.name", cfg.data.name, DATASETS, "A new source is a builder registered in tcjepa.data.sources.DATASETS"
+    )
 
 
 def build_dataset(cfg: Config, split: str = "train", size: int | None = None) -> Dataset:

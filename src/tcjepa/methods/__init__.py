@@ -6,10 +6,10 @@ benchmark take their choices from it, and nothing outside this package compares 
 
 from __future__ import annotations
 
-from ..config import Config
+from ..config import Config, require_choice
 from ..data.captions import text_dim_for
 from ..models.vit import VIT_SIZES
-from .base import BatchSpec, Method, StepOutput, require_choice
+from .base import BatchSpec, Method, StepOutput
 from .ijepa import IJEPA
 from .tcjepa import TCJEPA
 

@@ -20,7 +20,6 @@ anywhere else.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -110,11 +109,3 @@ class Method(nn.Module):
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
-
-
-def require_choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
-    """A config value that must be a registry name: the error lists them and the closest one."""
-    if value not in choices:
-        close = difflib.get_close_matches(str(value), list(choices), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"config key '{key}' must be one of {', '.join(choices)}; got {value!r}{hint}")

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
+from ..config import Config, require_choice
 from ..losses.jepa import PRED_LOSSES
 from ..losses.jepa import prediction_loss as jepa_loss
 from ..models.conditioning import CondOutput, TextInputs
 from ..models.predictor import Predictor, gather_targets
 from ..models.vit import VisionTransformer, ViTSpec, vit_spec
-from .base import Method, StepOutput, require_choice
+from .base import Method, StepOutput
 from .schedules import ema_at
 
 

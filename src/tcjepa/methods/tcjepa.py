@@ -13,11 +13,11 @@ import math
 
 import torch
 
-from ..config import Config
+from ..config import Config, require_choice
 from ..data.batch import text_spec
 from ..losses.sparsity import FORMS, link_stats, sparsity_losses
 from ..models.conditioning import CondOutput, TextInputs, conditioner_class
-from .base import BatchSpec, require, require_choice
+from .base import BatchSpec, require
 from .ijepa import IJEPA
 from .schedules import ramp
 
