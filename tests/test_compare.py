@@ -245,3 +245,14 @@ def test_parallel_jobs_train_the_same_runs_as_one_process(tmp_path) -> None:
             assert one and [r["loss"] for r in one] == [r["loss"] for r in two], arm
     with pytest.raises(ValueError, match="--jobs must be >= 1"):
         run_compare(plan, seeds=1, out=tmp_path / "j0", suite=TINY_SUITE, progress=False, jobs=0)
+
+
+def test_sweep_overrides_take_a_list_or_a_mapping(tmp_path) -> None:
+    listed, mapped, bad = (tmp_path / f"{n}.yaml" for n in ("listed", "mapped", "bad"))
+    listed.write_text("base: tiny\noverrides: [data.min_objects=2]\nmethods: {I-JEPA: {method: ijepa}}\n")
+    mapped.write_text("base: tiny\noverrides: {data.min_objects: 2}\nmethods: {I-JEPA: {method: ijepa}}\n")
+    bad.write_text("base: tiny\noverrides: [data.min_objects]\nmethods: {I-JEPA: {method: ijepa}}\n")
+    assert load_sweep(str(listed)).overrides == load_sweep(str(mapped)).overrides == ["data.min_objects=2"]
+    with pytest.raises(ConfigError, match="key=value"):
+        load_sweep(str(bad))
+    assert "fashion-methods" in sweeps() and "data.name=fashion-scenes" in load_sweep("fashion-methods").overrides

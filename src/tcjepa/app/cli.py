@@ -152,11 +152,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from ..data.shapes import ShapesDataset, save_preview
+    from ..data.shapes import save_preview
+    from ..data.sources import scene_dataset
 
     if args.action == "preview":
-        ds = ShapesDataset(args.split, image_size=args.image_size, seed=args.seed)
-        path = save_preview(args.out, ds, n=args.n, captions_per_image=args.captions)
+        ds = scene_dataset(args.name, args.split, args.image_size, max(args.n, 1), args.seed)
+        path = save_preview(args.out or f"{args.name}_preview.png", ds, n=args.n, captions_per_image=args.captions)
         print(f"wrote {path}")
     return 0
 
@@ -267,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--captions", type=int, default=None, help="captions shown per image (default all)")
-    p.add_argument("--out", default="shapes_preview.png")
+    p.add_argument("--name", default="shapes", choices=["shapes", "fashion-scenes"], help="which generated scenes")
+    p.add_argument("--out", default=None, help="PNG path (default <name>_preview.png)")
     p.set_defaults(func=cmd_data)
     return parser
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from ..config import EMA_INIT_SHARE_WARN, Config
-from ..eval.scene import SCENE_TASKS
+from ..eval.scene import FSCENE_TASKS, SCENE_TASKS
 from .figures import _figures
-from .floor_check import floor_lines
+from .floor_check import floor_lines, probes_for
 from .plots import colours_for
 from .results import EMA_SHARE, FLOOR, RAW, PerSeed, aggregate, collect, paired
 from .stats import min_sign_test_p
@@ -39,6 +39,12 @@ KEY_METRICS = [
     "dense/colour/miou",
     "fashion/linear",
     "fashion/knn/k20",
+    "fscene/class/test",
+    "fscene/class_2nd/test",
+    "fscene/count/test",
+    "fscene/relation/test",
+    "fscene/class/heldout",
+    "dense/garment/miou",
     "grounding/pointing",
     "grounding/pointing_agnostic",
     "grounding/pointing_centred",
@@ -51,12 +57,16 @@ DESCRIPTIONS = {
     **{f"scene/{k}/heldout": f"linear, held-out combos: {t.description}" for k, t in SCENE_TASKS.items()},
     **{f"scene/{k}/val": f"linear (validation): {t.description}" for k, t in SCENE_TASKS.items()},
     "fashion/linear/val": "Fashion-MNIST linear probe (validation)",
+    **{f"fscene/{k}/test": f"fashion-scenes linear: {t.description}" for k, t in FSCENE_TASKS.items()},
+    **{f"fscene/{k}/heldout": f"fashion-scenes linear, unseen pairs: {t.description}" for k, t in FSCENE_TASKS.items()},
+    **{f"fscene/{k}/val": f"fashion-scenes linear (validation): {t.description}" for k, t in FSCENE_TASKS.items()},
+    "dense/garment/miou": "fashion-scenes dense linear probe, garment class (mIoU)",
     "knn/shape/k20": "kNN (k=20): shape of the largest object",
     "dense/shape/miou": "dense linear probe, object shape (mIoU)",
     "dense/colour/miou": "dense linear probe, object colour (mIoU)",
     "fashion/linear": "Fashion-MNIST linear probe",
     "fashion/knn/k20": "Fashion-MNIST kNN (k=20)",
-    "grounding/pointing": "pointing game on colour/shape words (the run's own cosine)",
+    "grounding/pointing": "pointing game on colour/shape/garment words (the run's own cosine)",
     "grounding/pointing_agnostic": "pointing game with the caption's mean map for every word (word-agnostic control)",
     "grounding/pointing_centred": "pointing game, read on caption-centred cosines",
     "train/attn_entropy": "attention entropy over words at the end (nats)",
@@ -270,7 +280,7 @@ def write_report(
     floor_rows = {lab: runs[lab] for lab in arms}
     floor_rows.update({f"{lab} (context encoder)": context_runs[lab] for lab in arms if lab in context_runs})
     for split in ("test", "val") if any(k.endswith("/val") for k in keys) else ("test",):
-        lines += floor_lines(floor_rows, runs.get(FLOOR), split)
+        lines += floor_lines(floor_rows, runs.get(FLOOR), split, probes_for(cfg0.data.name))
     failures = sorted(out.glob("*/seed*/FAILED.txt"))
     if failures:
         lines += ["", "## Failed runs (left out of every number above)", ""]

@@ -118,6 +118,7 @@ def eval_target(path: str | Path, encoder: str = "target"):
         step = checkpoint_step(path)
         info = {
             "method": cfg.method,
+            "data": cfg.data.name,
             "step": step,
             "run": str(path),
             "encoder": encoder,

@@ -67,6 +67,17 @@ def _as_overrides(mapping: dict | None, where: str) -> tuple[str, ...]:
     )
 
 
+def _plan_overrides(value: object, path: Path) -> list[str]:
+    """The sweep's ``overrides``: a list of key=value strings, or a mapping of keys to values."""
+    if isinstance(value, dict):
+        return list(_as_overrides(value, f"{path}: overrides"))
+    out = [str(o) for o in value or []]
+    bad = [o for o in out if "=" not in o]
+    if bad:
+        raise ConfigError(f"sweep file {path}: overrides must be key=value strings or a mapping; got {bad}")
+    return out
+
+
 def load_sweep(name_or_path: str) -> Plan:
     path = Path(name_or_path)
     if not path.is_file():
@@ -92,7 +103,7 @@ def load_sweep(name_or_path: str) -> Plan:
         arms=arms,
         description=str(data.get("description", "")),
         floor=bool(data.get("floor", True)),
-        overrides=[str(o) for o in data.get("overrides") or []],
+        overrides=_plan_overrides(data.get("overrides"), path),
         settings=[s for s in settings if s],
         key_metrics=list(data.get("key_metrics") or []),
     )

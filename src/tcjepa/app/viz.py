@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from ..data.batch import mask_sampler_for
 from ..data.captions import build_caption_cache
 from ..data.keys import STREAM_MASKS, step_generator
-from ..data.shapes import ShapesDataset
+from ..data.sources import scene_dataset
 from ..eval.grounding import patch_word_cosines
 from ..eval.suite import EVAL_SEED
 from ..models.conditioning import TextInputs
@@ -84,7 +84,7 @@ def word_maps(
             "conditioner)"
         )
     cache = build_caption_cache(cfg)
-    ds = ShapesDataset("test", image_size=cfg.data.image_size, seed=EVAL_SEED, size=max(images) + 1)
+    ds = scene_dataset(cfg.data.name, "test", cfg.data.image_size, max(images) + 1, EVAL_SEED)
     grid = cfg.data.image_size // cfg.model.encoder.patch_size
     paths = []
     for i in images:
@@ -131,7 +131,7 @@ def masks_and_errors(runs: list[str | Path], images: list[int], out: Path) -> Pa
     """Masks of the first run's sampler and each run's per-patch prediction error on the same targets."""
     loaded = [load_run_method(r) for r in runs]
     cfg0 = loaded[0][0]
-    ds = ShapesDataset("test", image_size=cfg0.data.image_size, seed=EVAL_SEED, size=max(images) + 1)
+    ds = scene_dataset(cfg0.data.name, "test", cfg0.data.image_size, max(images) + 1, EVAL_SEED)
     items = [ds[i] for i in images]
     mask_batch = mask_sampler_for(cfg0)(len(items), step_generator(EVAL_SEED, 0, STREAM_MASKS))
     batch = {
@@ -203,7 +203,7 @@ def word_map_grid(
     cfg0 = next(iter(loaded.values()))[0]
     same = (cfg0.data.image_size, cfg0.model.encoder.patch_size)
     loaded = {k: v for k, v in loaded.items() if (v[0].data.image_size, v[0].model.encoder.patch_size) == same}
-    ds = ShapesDataset("test", image_size=cfg0.data.image_size, seed=EVAL_SEED, size=max(images) + 1)
+    ds = scene_dataset(cfg0.data.name, "test", cfg0.data.image_size, max(images) + 1, EVAL_SEED)
     picks = []
     for i in images:
         scene = ds.scene(i)

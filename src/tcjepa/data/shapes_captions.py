@@ -69,7 +69,7 @@ class Caption(NamedTuple):
 _Part = str | tuple[str, tuple[int, ...]]
 
 
-def _sentence(kind: str, *parts: _Part) -> Caption:
+def sentence(kind: str, *parts: _Part) -> Caption:
     """Join parts into a lowercase sentence ending with a period; (word, slots) parts become groundings.
 
     A part "," is glued to the previous word so word indices stay aligned with `split(" ")`.
@@ -88,7 +88,7 @@ def _sentence(kind: str, *parts: _Part) -> Caption:
     return Caption(" ".join(words) + ".", tuple(groundings), kind)
 
 
-def _a(word: str) -> str:
+def article(word: str) -> str:
     """The indefinite article for `word` ("an orange", "a red")."""
     return "an" if word[0] in "aeiou" else "a"
 
@@ -132,7 +132,7 @@ def build_captions(
         return [(objects[k].colour, (k,)), (objects[k].shape, (k,))]
 
     def an(k: int) -> str:  # article before "<colour> <shape>"
-        return _a(objects[k].colour)
+        return article(objects[k].colour)
 
     def where(k: int) -> str:
         return _POSITION_PHRASES[(objects[k].y_bin, objects[k].x_bin)]
@@ -142,36 +142,36 @@ def build_captions(
     bg_adj = BACKGROUND_ADJECTIVES[background]
 
     # count, background, summary
-    core.append(_sentence("count", "there is one shape" if n == 1 else f"there are {_NUMBERS[n]} shapes"))
-    core.append(_sentence("background", f"the background is {_BACKGROUND_SENTENCES[background]}"))
+    core.append(sentence("count", "there is one shape" if n == 1 else f"there are {_NUMBERS[n]} shapes"))
+    core.append(sentence("background", f"the background is {_BACKGROUND_SENTENCES[background]}"))
     canonical = lambda k: (SHAPES.index(objects[k].shape), COLOURS.index(objects[k].colour))
     named = sorted(range(min(n, 2)), key=canonical)
     if n == 1:
-        core.append(_sentence("summary", an(0), *ref(0)))
-        extra.append(_sentence("summary", "the only shape is", an(0), *ref(0)))
+        core.append(sentence("summary", an(0), *ref(0)))
+        extra.append(sentence("summary", "the only shape is", an(0), *ref(0)))
     elif n == 2:
-        core.append(_sentence("summary", an(named[0]), *ref(named[0]), "and", an(named[1]), *ref(named[1])))
+        core.append(sentence("summary", an(named[0]), *ref(named[0]), "and", an(named[1]), *ref(named[1])))
     else:
         rest = "one other shape" if n == 3 else f"{_NUMBERS[n - 2]} other shapes"
         p, q = named
-        core.append(_sentence("summary", an(p), *ref(p), ",", an(q), *ref(q), f"and {rest}"))
+        core.append(sentence("summary", an(p), *ref(p), ",", an(q), *ref(q), f"and {rest}"))
 
     # one sentence per object, plus rephrasings of the same facts
     for k, o in enumerate(objects):
-        core.append(_sentence("object", "a", o.size, *ref(k), where(k)))
-        extra.append(_sentence("position", "the", *ref(k), "is", where(k)))
-        extra.append(_sentence("attributes", "a", o.size, *ref(k)))
-        extra.append(_sentence("on_background", an(k), *ref(k), f"on a {bg_adj} background"))
+        core.append(sentence("object", "a", o.size, *ref(k), where(k)))
+        extra.append(sentence("position", "the", *ref(k), "is", where(k)))
+        extra.append(sentence("attributes", "a", o.size, *ref(k)))
+        extra.append(sentence("on_background", an(k), *ref(k), f"on a {bg_adj} background"))
         if len(slots_by_shape[o.shape]) == 1:
-            extra.append(_sentence("shape_colour", "the", (o.shape, (k,)), "is", (o.colour, (k,))))
+            extra.append(sentence("shape_colour", "the", (o.shape, (k,)), "is", (o.colour, (k,))))
         if len(slots_by_colour[o.colour]) == 1:
-            extra.append(_sentence("colour_shape", "the", (o.colour, (k,)), "shape is a", (o.shape, (k,))))
+            extra.append(sentence("colour_shape", "the", (o.colour, (k,)), "shape is a", (o.shape, (k,))))
         if sum((p.x_bin, p.y_bin) == (o.x_bin, o.y_bin) for p in objects) == 1:
-            extra.append(_sentence("location", "the shape", where(k), "is", an(k), *ref(k)))
+            extra.append(sentence("location", "the shape", where(k), "is", an(k), *ref(k)))
 
     # colour-only and shape-only: one of each in the core, the others as extras
-    colour_caps = [_sentence("colour", "there is something", (c, slots_by_colour[c])) for c in colours]
-    shape_caps = [_sentence("shape", "there is a", (s, slots_by_shape[s])) for s in shapes]
+    colour_caps = [sentence("colour", "there is something", (c, slots_by_colour[c])) for c in colours]
+    shape_caps = [sentence("shape", "there is a", (s, slots_by_shape[s])) for s in shapes]
     for caps in (colour_caps, shape_caps):
         pick = int(rng.integers(len(caps)))
         core.append(caps[pick])
@@ -179,11 +179,11 @@ def build_captions(
     for c in colours:
         if len(slots_by_colour[c]) > 1:
             number = _NUMBERS[len(slots_by_colour[c])]
-            extra.append(_sentence("colour_count", f"there are {number}", (c, slots_by_colour[c]), "shapes"))
+            extra.append(sentence("colour_count", f"there are {number}", (c, slots_by_colour[c]), "shapes"))
 
     # relations and superlatives, only when unambiguous
     relations = [
-        _sentence(
+        sentence(
             "relation",
             "the",
             *ref(a),
@@ -204,9 +204,9 @@ def build_captions(
         others_small = min(a for k, a in enumerate(areas) if k != small)
         # slot 0 / last slot are the largest / smallest visible, so the words hold for what is seen too
         if big == 0 and areas[big] >= _SUPERLATIVE_RATIO * others_big:
-            superlatives.append(_sentence("superlative", "the largest shape is", an(big), *ref(big)))
+            superlatives.append(sentence("superlative", "the largest shape is", an(big), *ref(big)))
         if small == n - 1 and others_small >= _SUPERLATIVE_RATIO * areas[small]:
-            superlatives.append(_sentence("superlative", "the smallest shape is", an(small), *ref(small)))
+            superlatives.append(sentence("superlative", "the smallest shape is", an(small), *ref(small)))
     for caps in (relations, superlatives):
         if caps:
             pick = int(rng.integers(len(caps)))

@@ -32,8 +32,26 @@ def _shapes(cfg: Config, split: str, size: int | None) -> Dataset:
     )
 
 
+def _fashion_scenes(cfg: Config, split: str, size: int | None) -> Dataset:
+    from .fashion_scenes import FashionScenes
+
+    if split == "train" and size is None:
+        size = cfg.data.train_size
+    return FashionScenes(
+        split=split,
+        image_size=cfg.data.image_size,
+        seed=cfg.seed,
+        size=size,
+        min_objects=cfg.data.min_objects,
+        max_objects=cfg.data.max_objects,
+    )
+
+
 # name -> builder(cfg, split, size): size None means the split's configured (or natural) size.
-DATASETS: dict[str, Callable[[Config, str, int | None], Dataset]] = {"shapes": _shapes}
+DATASETS: dict[str, Callable[[Config, str, int | None], Dataset]] = {
+    "shapes": _shapes,
+    "fashion-scenes": _fashion_scenes,
+}
 
 
 def check_data_config(cfg: Config) -> None:
@@ -47,3 +65,18 @@ def build_dataset(cfg: Config, split: str = "train", size: int | None = None) ->
     """The ``split`` of the dataset ``data.name`` names (``size`` items where the source is generated)."""
     check_data_config(cfg)
     return DATASETS[cfg.data.name](cfg, split, size)
+
+
+def scene_dataset(data_name: str, split: str, image_size: int, size: int, seed: int, min_objects: int = 2) -> Dataset:
+    """Labelled scenes that speak the run's caption vocabulary, for word maps and the pointing game.
+
+    Runs trained on `fashion-scenes` get fashion-scenes (``min_objects`` items or more); every other
+    source gets `shapes`, the data the scene probes are defined on.
+    """
+    if data_name == "fashion-scenes":
+        from .fashion_scenes import FashionScenes
+
+        return FashionScenes(split, image_size=image_size, seed=seed, size=size, min_objects=min_objects)
+    from .shapes import ShapesDataset
+
+    return ShapesDataset(split, image_size=image_size, seed=seed, size=size)

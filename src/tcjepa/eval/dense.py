@@ -17,10 +17,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..data.fashion import CLASS_NAMES
 from ..data.shapes import COLOURS, SHAPES
 
 # The per-pixel targets of the dense probe: label map key and classes (background included).
 DENSE_TARGETS = {"colour": ("seg_colour", len(COLOURS) + 1), "shape": ("seg_shape", len(SHAPES) + 1)}
+# On `fashion-scenes`: the garment class of every pixel (metric ``dense/garment/miou``).
+FSCENE_DENSE_TARGETS = {"garment": ("seg_class", len(CLASS_NAMES) + 1)}
 
 DEFAULT_LRS = (1e-3, 1e-2)
 _CHUNK = 64  # images per step when a whole set would not fit comfortably in memory

@@ -1,11 +1,11 @@
-"""Patch-word grounding of a TC-JEPA predictor, measured against the exact object masks of ``shapes``.
+"""Patch-word grounding of a TC-JEPA predictor, measured against exact object masks (``shapes`` or ``fashion-scenes``).
 
 The map of a word is the patch-word cosine of the conditioner (Eq. 3: cos(W_Q q, W_K t) on the full
 projected width) averaged over predictor layers, read with the whole image as context so every patch
 has a query token. Figures show it rectified, as the paper's Fig. 5 does; the pointing game ranks the
 unrectified mean, so the top patch stays defined even when every cosine is <= 0 (the dead zone).
 
-Pointing game: for every colour or shape word of a caption, a hit when the highest-scoring patch
+Pointing game: for every colour, shape or garment word of a caption, a hit when the highest-scoring patch
 covers at least ``min_cover`` of its pixels with one of the objects the word names. Chance is the
 hit rate of a uniformly random patch, i.e. the mean share of qualifying patches per word.
 """
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.captions import CaptionCache
+from ..data.fashion_scenes_captions import CLASS_WORDS
 from ..data.shapes import COLOURS, SHAPES, Grounding
 from ..models.conditioning import TextInputs
 
@@ -29,12 +30,19 @@ MIN_COVER = 0.25
 def token_row(caption: str, grounding: Grounding, tokens: Sequence[str]) -> int | None:
     """Row of ``grounding.word`` in the encoder's token rows of ``caption`` (None when truncated away).
 
-    Colour and shape names are single tokens for every shipped encoder, so the k-th occurrence of the
-    word among the caption's words is its k-th occurrence among the tokens.
+    Word pieces (``sand``, ``##al``) are joined back into words first, and a word split into pieces is
+    read at its first piece; so the k-th occurrence of the word among the caption's words is its k-th
+    occurrence among the joined tokens.
     """
     words = [w.strip(".,").lower() for w in caption.split(" ")]
     k = sum(1 for w in words[: grounding.word_index] if w == grounding.word)
-    hits = [i for i, tok in enumerate(tokens) if tok.lower() == grounding.word]
+    starts: list[tuple[int, str]] = []  # (row of the word's first piece, the joined word)
+    for i, tok in enumerate(tokens):
+        if tok.startswith("##") and starts:
+            starts[-1] = (starts[-1][0], starts[-1][1] + tok[2:])
+        else:
+            starts.append((i, tok))
+    hits = [row for row, word in starts if word.lower() == grounding.word]
     return hits[k] if k < len(hits) else None
 
 
@@ -83,7 +91,9 @@ class WordQuery:
 
     @property
     def kind(self) -> str:
-        return "colour" if self.word in COLOURS else "shape" if self.word in SHAPES else "other"
+        if self.word in COLOURS:
+            return "colour"
+        return "shape" if self.word in SHAPES else "garment" if self.word in CLASS_WORDS else "other"
 
 
 def word_queries(
@@ -186,8 +196,8 @@ def evaluate_grounding(
     min_cover: float = MIN_COVER,
     centred: bool | None = None,
 ) -> PointingResult:
-    """Pointing game over the first ``n`` scenes of a ``shapes`` split, with each scene's first captions
-    (``centred``: which similarity to read, see :func:`patch_word_cosines`)."""
+    """Pointing game over the first ``n`` scenes of a ``shapes`` or ``fashion-scenes`` split, with each scene's
+    first captions (``centred``: which similarity to read, see :func:`patch_word_cosines`)."""
     was_training = method.training
     method.eval()
     patch = method.context_encoder.spec.patch_size

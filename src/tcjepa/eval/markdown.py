@@ -8,8 +8,8 @@ import math
 
 from ..config import EMA_INIT_SHARE_WARN
 from ..data.fashion import INSTALL_HINT
-from .dense import DENSE_TARGETS
-from .scene import SCENE_TASKS
+from .dense import DENSE_TARGETS, FSCENE_DENSE_TARGETS
+from .scene import FSCENE_TASKS, SCENE_TASKS
 
 
 def _pct(x: float | None) -> str:
@@ -91,6 +91,11 @@ def eval_markdown(result: dict) -> str:
             f"| object {t} | {_pct(m.get(f'dense/{t}/miou'))} | {_pct(m.get(f'dense/{t}/pixel_acc'))} |"
             for t in DENSE_TARGETS
         ]
+        lines += [
+            f"| {t} class (fashion-scenes) | {_pct(m.get(f'dense/{t}/miou'))} | {_pct(m.get(f'dense/{t}/pixel_acc'))} |"
+            for t in FSCENE_DENSE_TARGETS
+            if f"dense/{t}/miou" in m
+        ]
     if "fashion/linear" in m:
         ks = s["suite"]["knn_ks"]
         lines += [
@@ -105,6 +110,21 @@ def eval_markdown(result: dict) -> str:
         ]
     else:
         lines += ["", f"Fashion-MNIST: not evaluated ({INSTALL_HINT})"]
+    if any(k.startswith("fscene/") for k in m):
+        lines += [
+            "",
+            "## Scene probes (`fashion-scenes`: 2-4 Fashion-MNIST items; `heldout` pairs classes never seen together)",
+            "",
+            "| task | chance (test) | linear val | linear test | linear heldout |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name}: {task.description} | {_pct(chance(f'fscene/{name}/test'))} | "
+            f"{_pct(m.get(f'fscene/{name}/val'))} | {_pct(m.get(f'fscene/{name}/test'))} | "
+            f"{_pct(m.get(f'fscene/{name}/heldout'))} |"
+            for name, task in FSCENE_TASKS.items()
+            if f"fscene/{name}/test" in m
+        ]
     lines += ["", "## Representation health (test scenes)", "", "| statistic | value |", "|---|---|"]
     lines += [f"| {k.split('/', 1)[1]} | {v:.4g} |" for k, v in m.items() if k.startswith("health/")]
     if "grounding/pointing" in m:
@@ -125,7 +145,7 @@ def eval_markdown(result: dict) -> str:
                 f"| all, caption's mean map for every word (word-agnostic control) | | "
                 f"{_pct(m['grounding/pointing_agnostic'])} | {_pct(chance('grounding/pointing'))} |"
             )
-        for kind in ("colour", "shape"):
+        for kind in ("colour", "shape", "garment"):
             if f"grounding/pointing_{kind}" in m:
                 lines.append(
                     f"| {kind} words | | {_pct(m[f'grounding/pointing_{kind}'])} | "

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.fashion import CLASS_NAMES
 from ..data.shapes import COLOURS, RELATIONS, SHAPES, SIZES
 from .features import Features
 from .linear import linear_probe
@@ -79,6 +80,23 @@ SCENE_TASKS: dict[str, SceneTask] = {
 }
 DEMO_TASKS = ("colour", "shape", "count")
 
+# The same questions on `fashion-scenes` (metrics ``fscene/<task>/<set>``): its garment classes are what the
+# captions name. ``heldout`` scenes each hold a class pair never seen together in training.
+FSCENE_TASKS: dict[str, SceneTask] = {
+    t.name: t
+    for t in [
+        SceneTask("class", _slot("class", 0), len(CLASS_NAMES), "garment class of the largest item"),
+        SceneTask("class_2nd", _slot("class", 1), len(CLASS_NAMES), "garment class of the second-largest item"),
+        SceneTask("count", lambda labels: labels["count"], 4, "number of items (2-4)"),
+        SceneTask(
+            "relation",
+            lambda labels: labels["relation"],
+            len(RELATIONS),
+            "where the largest item is relative to the second (left/right/above/below)",
+        ),
+    ]
+}
+
 
 def majority_chance(train_y: torch.Tensor, test_y: torch.Tensor) -> float:
     train_y, test_y = train_y[train_y >= 0], test_y[test_y >= 0]
@@ -89,7 +107,12 @@ def majority_chance(train_y: torch.Tensor, test_y: torch.Tensor) -> float:
 
 
 def scene_probes(
-    train: Features, val: Features, tests: dict[str, Features], tasks: tuple[str, ...], seed: int = 0
+    train: Features,
+    val: Features,
+    tests: dict[str, Features],
+    tasks: tuple[str, ...],
+    seed: int = 0,
+    table: dict[str, SceneTask] = SCENE_TASKS,
 ) -> dict[str, float]:
     """Flat ``{"probe/<task>/<set>": acc, "chance/<task>/<set>": acc, ...}`` for ``val`` and every test set.
 
@@ -100,7 +123,7 @@ def scene_probes(
         raise ValueError("scene_probes: a test set may not be called 'val' (that name is the validation split)")
     out: dict[str, float] = {}
     for name in tasks:
-        task = SCENE_TASKS[name]
+        task = table[name]
         y = {"train": task.label(train.labels), "val": task.label(val.labels)}
         test_sets = {k: (f.pooled, task.label(f.labels)) for k, f in tests.items()}
         res = linear_probe(train.pooled, y["train"], val.pooled, y["val"], test_sets, task.num_classes, seed=seed)

@@ -9,7 +9,9 @@ shared by every probe. Evaluation data never depends on the run: scenes are draw
 Metric names are flat and stable (``report.json`` and plots key on them):
 ``scene/<task>/<set>`` linear probes, ``knn/<task>/k<k>``, ``attentive/<task>/<set>``,
 ``dense/<target>/miou``, ``fashion/linear`` (test) and ``fashion/linear/val``, ``fashion/knn/k<k>``,
-``health/<stat>``, ``grounding/pointing`` (TC-JEPA runs), each ``<name>`` with a ``chance/<name>`` where
+``fscene/<task>/<set>`` and ``dense/garment/miou`` on `fashion-scenes` (Fashion-MNIST items on a canvas, 2-4
+per scene; ``heldout`` scenes pair classes never seen together), ``health/<stat>``, ``grounding/pointing``
+(TC-JEPA runs; on the scenes the run trained on), each ``<name>`` with a ``chance/<name>`` where
 chance is defined. ``<set>`` is ``val``, ``test`` or ``heldout``; tune on ``val`` only (it is the accuracy
 of the head the probe picked on val, so slightly optimistic), and read ``test``/``heldout`` once.
 ``data/heldout_largest_share`` is the share of heldout scenes whose largest object is the held-out pair
@@ -29,19 +31,22 @@ from pathlib import Path
 import torch
 
 from ..data.fashion import CLASS_NAMES, INSTALL_HINT, FashionMNIST, fashion_available
+from ..data.fashion_scenes import FashionScenes
 from ..data.shapes import ShapesDataset
+from ..data.sources import scene_dataset
 from .attentive import attentive_probe
-from .dense import DENSE_TARGETS, dense_probe
+from .dense import DENSE_TARGETS, FSCENE_DENSE_TARGETS, dense_probe
 from .features import Features, extract_features
 from .health import representation_health
 from .knn import knn_probe
 from .linear import linear_probe
 from .markdown import eval_markdown
-from .scene import SCENE_TASKS, majority_chance, scene_probes
+from .scene import FSCENE_TASKS, SCENE_TASKS, majority_chance, scene_probes
 
 log = logging.getLogger("tcjepa.eval")
 
 EVAL_SEED = 0
+FSCENE_MIN_ITEMS = 2  # fashion-scenes are evaluated as the shipped fashion presets train: 2-4 items
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Suite:
     name: str
     shapes: dict[str, int]  # images per split: train, val, test, heldout
     fashion: dict[str, int]  # train, val, test; empty = skip
+    fashion_scenes: dict[str, int] = field(default_factory=dict)  # train, val, test, heldout; empty = skip
     knn_ks: tuple[int, ...] = (10, 20, 100, 200)
     attentive_tasks: tuple[str, ...] = ()
     attentive_epochs: int = 20
@@ -62,6 +68,7 @@ SUITES = {
         "quick",
         shapes={"train": 2000, "val": 500, "test": 1000, "heldout": 1000},
         fashion={"train": 2000, "val": 500, "test": 1000},
+        fashion_scenes={"train": 2000, "val": 500, "test": 1000, "heldout": 1000},
     ),
     # The quick suite plus attentive probes on the patch tokens (the I-JEPA family's frozen evaluation):
     # does an encoder hold shape, count or relations that average pooling hides from a linear probe?
@@ -69,12 +76,14 @@ SUITES = {
         "attentive",
         shapes={"train": 2000, "val": 500, "test": 1000, "heldout": 1000},
         fashion={"train": 2000, "val": 500, "test": 1000},
+        fashion_scenes={"train": 2000, "val": 500, "test": 1000, "heldout": 1000},
         attentive_tasks=("colour", "shape", "count", "relation"),
     ),
     "full": Suite(
         "full",
         shapes={"train": 10000, "val": 2000, "test": 5000, "heldout": 5000},
         fashion={"train": 10000, "val": 2000, "test": 10000},
+        fashion_scenes={"train": 10000, "val": 2000, "test": 5000, "heldout": 5000},
         attentive_tasks=("shape", "count", "colour_2nd", "relation"),
         grounding_images=512,
     ),
@@ -152,29 +161,18 @@ def evaluate(
             metrics[f"attentive/{name}/{split}"] = acc
             metrics[f"chance/attentive/{name}/{split}"] = metrics[f"chance/scene/{name}/{split}"]
     if suite.dense:
-        grid = int(math.isqrt(feats["train"].patches.shape[1]))
-        for name, (key, classes) in DENSE_TARGETS.items():
-            res = dense_probe(
-                feats["train"].patches,
-                feats["train"].labels[key],
-                feats["val"].patches,
-                feats["val"].labels[key],
-                {"test": (feats["test"].patches, feats["test"].labels[key])},
-                classes,
-                grid,
-                seed=EVAL_SEED,
-            )
-            metrics[f"dense/{name}/miou"] = res.miou["test"]
-            metrics[f"chance/dense/{name}/miou"] = background_miou(feats["test"].labels[key], classes)
-            metrics[f"dense/{name}/pixel_acc"] = res.pixel_acc["test"]
+        metrics.update(_dense_probes(feats, DENSE_TARGETS))
     metrics.update(
         {f"health/{k}": v for k, v in representation_health(feats["test"].pooled, feats["test"].patches).items()}
     )
     metrics.update(_fashion(target, suite, last4, device, progress))
+    metrics.update(_fashion_scenes(target, suite, last4, device, progress))
     if target.method is not None and target.cache is not None and target.method.grounded:
         from .grounding import evaluate_grounding
 
-        scenes = ShapesDataset("test", image_size=target.image_size, seed=EVAL_SEED, size=suite.grounding_images)
+        # Words are pointed at in scenes like the ones the run was trained on: its captions' vocabulary.
+        data = target.info.get("data", "shapes")
+        scenes = scene_dataset(data, "test", target.image_size, suite.grounding_images, EVAL_SEED, FSCENE_MIN_ITEMS)
         res = evaluate_grounding(target.method, scenes, target.cache, n=suite.grounding_images, device=device)
         metrics.update(res.as_metrics())
         metrics["chance/grounding/pointing"] = metrics.pop("grounding/pointing_chance")
@@ -187,6 +185,57 @@ def evaluate(
         )
         metrics["grounding/pointing_centred"] = centred.accuracy
         metrics["chance/grounding/pointing_centred"] = centred.chance
+    return metrics
+
+
+def _dense_probes(feats: dict[str, Features], targets: dict[str, tuple[str, int]]) -> dict[str, float]:
+    """``dense/<name>/miou`` (test, head chosen on val), its background-only floor, and pixel accuracy."""
+    metrics: dict[str, float] = {}
+    grid = int(math.isqrt(feats["train"].patches.shape[1]))
+    for name, (key, classes) in targets.items():
+        res = dense_probe(
+            feats["train"].patches,
+            feats["train"].labels[key],
+            feats["val"].patches,
+            feats["val"].labels[key],
+            {"test": (feats["test"].patches, feats["test"].labels[key])},
+            classes,
+            grid,
+            seed=EVAL_SEED,
+        )
+        metrics[f"dense/{name}/miou"] = res.miou["test"]
+        metrics[f"chance/dense/{name}/miou"] = background_miou(feats["test"].labels[key], classes)
+        metrics[f"dense/{name}/pixel_acc"] = res.pixel_acc["test"]
+    return metrics
+
+
+def _fashion_scenes(target: EvalTarget, suite: Suite, last4: bool, device, progress: bool) -> dict[str, float]:
+    """Scene and dense probes on `fashion-scenes` (``fscene/<task>/<set>``, ``dense/garment/miou``)."""
+    if not suite.fashion_scenes:
+        return {}
+    if not fashion_available():
+        log.warning("fashion-scenes probes skipped: %s", INSTALL_HINT)
+        return {}
+    feats = {
+        s: _features(
+            target,
+            FashionScenes(s, image_size=target.image_size, seed=EVAL_SEED, size=n, min_objects=FSCENE_MIN_ITEMS),
+            last4,
+            suite.dense,
+            device,
+            progress,
+            f"fashion-scenes/{s}",
+        )
+        for s, n in suite.fashion_scenes.items()
+    }
+    tests = {s: feats[s] for s in ("test", "heldout")}
+    metrics: dict[str, float] = {}
+    probes = scene_probes(feats["train"], feats["val"], tests, tuple(FSCENE_TASKS), seed=EVAL_SEED, table=FSCENE_TASKS)
+    for key, acc in probes.items():
+        kind, task, split = key.split("/")
+        metrics[f"fscene/{task}/{split}" if kind == "probe" else f"chance/fscene/{task}/{split}"] = acc
+    if suite.dense:
+        metrics.update(_dense_probes(feats, FSCENE_DENSE_TARGETS))
     return metrics
 
 
