@@ -19,7 +19,8 @@ def test_registered_name_builds_its_dataset() -> None:
 
 def test_unknown_name_names_the_key_the_choices_and_the_closest() -> None:
     cfg = load_config("tiny", ["data.name=shapez"])  # the config layer cannot know the names any more
-    with pytest.raises(ConfigError, match=r"'data\.name' must be one of shapes, [a-z, -]+; got 'shapez' \(did you mean 'shapes'"):
+    expected = r"'data\.name' must be one of shapes, [a-z, -]+; got 'shapez' \(did you mean 'shapes'"
+    with pytest.raises(ConfigError, match=expected):
         check_data_config(cfg)
     with pytest.raises(ConfigError, match=r"data\.name"):
         build_dataset(cfg)
