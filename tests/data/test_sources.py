@@ -19,7 +19,9 @@ def test_registered_name_builds_its_dataset() -> None:
 
 def test_unknown_name_names_the_key_the_choices_and_the_closest() -> None:
     cfg = load_config("tiny", ["data.name=shapez"])  # the config layer cannot know the names any more
-    with pytest.raises(ConfigError, match=r"'data\.name' must be one of shapes; got 'shapez' \(did you mean 'shapes'"):
+    with pytest.raises(
+        ConfigError, match=r"'data\.name' must be one of shapes, jsonl, coco; got 'shapez' \(did you mean 'shapes'"
+    ):
         check_data_config(cfg)
     with pytest.raises(ConfigError, match=r"data\.name"):
         build_dataset(cfg)
@@ -28,6 +30,7 @@ def test_unknown_name_names_the_key_the_choices_and_the_closest() -> None:
 def test_cli_rejects_an_unknown_dataset_at_start(tmp_path, capsys) -> None:
     assert main(["pretrain", "tiny", "data.name=shape", f"run.dir={tmp_path}/run"]) == 2
     assert (
-        "config key 'data.name' must be one of shapes; got 'shape' (did you mean 'shapes'?)" in capsys.readouterr().err
+        "config key 'data.name' must be one of shapes, jsonl, coco; got 'shape' (did you mean 'shapes'?)"
+        in capsys.readouterr().err
     )
     assert not (tmp_path / "run").exists()
