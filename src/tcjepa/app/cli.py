@@ -299,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"tcjepa: error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        if type(e).__name__ == "BadSample":  # tcjepa.data.decode's: a file named with what is wrong with it
+            print(f"tcjepa: error: {e}", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print("tcjepa: interrupted; the last checkpoint is intact (use --resume to continue)", file=sys.stderr)
         return 130
