@@ -161,6 +161,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from .data_tools import run_validate
+
+    return run_validate(args.path, args.format, args.json, args.max_error_rate, progress=not args.no_progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..eval.suite import SUITES
 
@@ -260,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("data", help="inspect datasets")
-    p.add_argument("action", choices=["preview"])
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="action", required=True)
+    p = data.add_parser("preview", help="a PNG grid of shapes scenes with their captions")
     p.add_argument("--split", default="train")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -269,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", type=int, default=None, help="captions shown per image (default all)")
     p.add_argument("--out", default="shapes_preview.png")
     p.set_defaults(func=cmd_data)
+    p = data.add_parser("validate", help="check an image-caption folder (jsonl) or COCO captions file; exit 1 if bad")
+    p.add_argument("path", help="a .jsonl file, a folder holding captions.jsonl, or a COCO captions_*.json")
+    p.add_argument("--format", choices=["jsonl", "coco"], help="default: coco for a .json file, else jsonl")
+    p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
+    p.add_argument("--max-error-rate", type=float, default=0.01, help="exit 1 above this share of bad entries")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_validate)
     return parser
 
 
