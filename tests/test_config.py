@@ -152,3 +152,21 @@ def test_missing_or_invalid_file(tmp_path: Path) -> None:
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("name", ["jsonl", "coco"])
+def test_file_sources_require_data_path(name: str) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"config key 'data\.path' is required with data\.name={name}: pass data\.path="
+    ):
+        load_config(TINY, [f"data.name={name}"])
+    with pytest.raises(ConfigError, match=r"'data\.path' is required"):
+        load_config(TINY, [f"data.name={name}", "data.path=  "])
+    assert load_config(TINY, [f"data.name={name}", "data.path=/some/where"]).data.path == "/some/where"
+
+
+def test_data_path_without_a_source_that_reads_it_is_refused() -> None:
+    # Forgetting data.name=jsonl would otherwise train on generated scenes while the user thinks it read files.
+    with pytest.raises(ConfigError, match=r"'data\.path'='f\.jsonl' is set, but data\.name=shapes does not read files"):
+        load_config(TINY, ["data.path=f.jsonl"])
+    assert load_config(TINY).data.path == ""

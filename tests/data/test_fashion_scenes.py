@@ -156,3 +156,14 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path: Path) -> None:
 def test_heldout_split_needs_room_for_a_pair(root: Path) -> None:
     with pytest.raises(ValueError, match="max_objects >= 2"):
         FashionScenes("heldout", min_objects=1, max_objects=1, root=str(root))
+
+
+def test_cli_previews_fashion_scenes(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tcjepa.app.cli import main
+
+    monkeypatch.setenv(ENV_VAR, str(root))
+    out = tmp_path / "p.png"
+    assert (
+        main(["data", "preview", "--name", "fashion-scenes", "--n", "2", "--image-size", "32", "--out", str(out)]) == 0
+    )
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

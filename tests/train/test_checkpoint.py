@@ -132,3 +132,5 @@ def test_keys_added_later_are_read_with_the_behaviour_old_runs_had() -> None:
     assert config_differences(old, current) == ["mask.draw: checkpoint has 'independent', this command has 'reference'"]
     old["mask"]["draw"] = "reference"  # saved after mask.draw, before mask.truncate: truncation was the only way
     assert config_differences(old, current) == []
+    del old["data"]["path"]  # saved before data.path: the run read no files
+    assert config_differences(old, current) == []

@@ -151,15 +151,20 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data(args: argparse.Namespace) -> int:
+def cmd_data_preview(args: argparse.Namespace) -> int:
     from ..data.shapes import save_preview
     from ..data.sources import scene_dataset
 
-    if args.action == "preview":
-        ds = scene_dataset(args.name, args.split, args.image_size, max(args.n, 1), args.seed)
-        path = save_preview(args.out or f"{args.name}_preview.png", ds, n=args.n, captions_per_image=args.captions)
-        print(f"wrote {path}")
+    ds = scene_dataset(args.name, args.split, args.image_size, max(args.n, 1), args.seed)
+    path = save_preview(args.out or f"{args.name}_preview.png", ds, n=args.n, captions_per_image=args.captions)
+    print(f"wrote {path}")
     return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from .data_tools import run_validate
+
+    return run_validate(args.path, args.format, args.json, args.max_error_rate, progress=not args.no_progress)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("data", help="inspect datasets")
-    p.add_argument("action", choices=["preview"])
+    data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="action", required=True)
+    p = data.add_parser("preview", help="a PNG grid of generated scenes (shapes, fashion-scenes) with their captions")
     p.add_argument("--split", default="train")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -270,7 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", type=int, default=None, help="captions shown per image (default all)")
     p.add_argument("--name", default="shapes", choices=["shapes", "fashion-scenes"], help="which generated scenes")
     p.add_argument("--out", default=None, help="PNG path (default <name>_preview.png)")
-    p.set_defaults(func=cmd_data)
+    p.set_defaults(func=cmd_data_preview)
+    p = data.add_parser("validate", help="check an image-caption folder (jsonl) or COCO captions file; exit 1 if bad")
+    p.add_argument("path", help="a .jsonl file, a folder holding captions.jsonl, or a COCO captions_*.json")
+    p.add_argument("--format", choices=["jsonl", "coco"], help="default: coco for a .json file, else jsonl")
+    p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
+    p.add_argument("--max-error-rate", type=float, default=0.01, help="exit 1 above this share of bad entries")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_validate)
     return parser
 
 
@@ -301,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"tcjepa: error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        if type(e).__name__ == "BadSample":  # tcjepa.data.decode's: a file named with what is wrong with it
+            print(f"tcjepa: error: {e}", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print("tcjepa: interrupted; the last checkpoint is intact (use --resume to continue)", file=sys.stderr)
         return 130

@@ -11,7 +11,7 @@ package (tests/test_layers.py): it imports nothing else from tcjepa.
 
 from __future__ import annotations
 
-from .checks import CHOICES, ConfigError, cond_layer_indices, require_choice, validate
+from .checks import CHOICES, PATH_SOURCES, ConfigError, cond_layer_indices, require_choice, validate
 from .parse import PRESET_DIR, all_keys, config_from_dict, load_config, parse_override, presets, resolve_preset
 from .schema import (
     EMA_INIT_SHARE_WARN,
@@ -32,6 +32,7 @@ from .schema import (
 __all__ = [
     "CHOICES",
     "EMA_INIT_SHARE_WARN",
+    "PATH_SOURCES",
     "PRESET_DIR",
     "Config",
     "ConfigError",

@@ -39,6 +39,27 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The data.name values that read data.path (sources above the config register the names; these need a path).
+PATH_SOURCES: dict[str, str] = {
+    "jsonl": "a .jsonl file of image paths and captions, or a folder holding captions.jsonl",
+    "coco": "a COCO captions annotation file, e.g. annotations/captions_train2017.json",
+}
+
+
+def _check_data_path(name: str, path: str) -> None:
+    if name in PATH_SOURCES:
+        _check(
+            bool(path.strip()),
+            f"config key 'data.path' is required with data.name={name}: pass data.path=PATH, {PATH_SOURCES[name]}",
+        )
+    else:
+        _check(
+            not path,
+            f"config key 'data.path'={path!r} is set, but data.name={name} does not read files; "
+            f"drop data.path or choose a source that reads it ({', '.join(PATH_SOURCES)})",
+        )
+
+
 def cond_layer_indices(cond_layers: str | list[int] | tuple[int, ...], depth: int) -> tuple[int, ...]:
     """The predictor blocks ``model.predictor.cond_layers`` conditions, sorted: "all", "last" or a list of
     block indices in 0..depth-1 (negative ones count from the end, as in Python)."""
@@ -133,6 +154,7 @@ def validate(cfg: Config) -> None:
     _check_range("mask.context_scale", cfg.mask.context_scale)
     _check_range("mask.target_scale", cfg.mask.target_scale)
     _check_range("data.crop_scale", cfg.data.crop_scale)
+    _check_data_path(cfg.data.name, cfg.data.path)
     a, b = cfg.mask.target_aspect
     _check(0 < a <= b, f"config key 'mask.target_aspect' must satisfy 0 < low <= high, got [{a}, {b}]")
     for key in (

@@ -50,8 +50,11 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     name: str = "shapes"
+    # The file or folder a real-data source reads (jsonl: a .jsonl file or a folder with captions.jsonl;
+    # coco: a captions_*.json annotation file); tcjepa/data/caption_index.py gives the rules.
+    path: str = ""
     image_size: int = 64
-    train_size: int = 100_000  # scenes in the training split (shapes is generated, so this is a choice)
+    train_size: int = 100_000  # scenes in the training split (shapes only: real data has the split it has)
     min_objects: int = 1
     max_objects: int = 4
     crop_scale: tuple[float, float] = (1.0, 1.0)  # random-resized-crop area range; (1, 1) = no crop

@@ -1,10 +1,12 @@
 """Where training images come from: the datasets a config can name, as one registry.
 
 The stream (``stream.py``) only needs a map-style dataset of ``{"image", "captions", ...}`` items; which
-dataset backs it is chosen here, by ``data.name``, so a new source (Fashion-MNIST scenes, a folder or JSONL
-of captioned images, COCO, WebDataset shards) is one builder added to ``DATASETS`` and nothing else.
-``DATASETS`` is the only list of dataset names: ``tcjepa.config`` sits below the data layer and cannot know
-them, so the name is checked here (:func:`check_data_config`), at start, by the CLI and by
+dataset backs it is chosen here, by ``data.name``, so a new source (Fashion-MNIST scenes, WebDataset shards)
+is one builder added to ``DATASETS`` and nothing else: ``jsonl`` and ``coco`` (captioned photographs,
+``captioned.py``) came that way.
+``DATASETS`` is the only list of dataset names (``tcjepa.config.PATH_SOURCES`` names those that need
+``data.path``; tests/data/test_sources.py keeps it within this one): ``tcjepa.config`` sits below the data
+layer and cannot know them, so the name is checked here (:func:`check_data_config`), at start, by the CLI and by
 :func:`build_dataset`.
 """
 
@@ -47,10 +49,25 @@ def _fashion_scenes(cfg: Config, split: str, size: int | None) -> Dataset:
     )
 
 
-# name -> builder(cfg, split, size): size None means the split's configured (or natural) size.
+def _jsonl(cfg: Config, split: str, size: int | None) -> Dataset:
+    from .captioned import captioned_dataset
+
+    return captioned_dataset(cfg, "jsonl", split, size)
+
+
+def _coco(cfg: Config, split: str, size: int | None) -> Dataset:
+    from .captioned import captioned_dataset
+
+    return captioned_dataset(cfg, "coco", split, size)
+
+
+# name -> builder(cfg, split, size): size None means the split's configured (or natural) size. The sources
+# that read files (jsonl, coco) are also listed in tcjepa.config.PATH_SOURCES, which makes data.path required.
 DATASETS: dict[str, Callable[[Config, str, int | None], Dataset]] = {
     "shapes": _shapes,
     "fashion-scenes": _fashion_scenes,
+    "jsonl": _jsonl,
+    "coco": _coco,
 }
 
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import Config
+from ..config import Config, ConfigError
 from .batch import BatchSpec, assemble_batch, mask_sampler_for, text_spec
 from .captions import CaptionCache, build_caption_cache
 from .keys import HELDOUT_STREAMS, BatchKeys
@@ -69,14 +69,26 @@ class PretrainStream(Dataset):
         samples = [self.dataset[i] for i in self.indices(step)]
         cache = self.cache if self.spec.text != "none" else None
         batch = assemble_batch(samples, self.cfg, self.spec, self.masks, keys, cache)
+        skipped = [s["skipped"] for s in samples if "skipped" in s]  # real-data sources (data.on_error=skip)
+        if skipped:
+            batch["stats"]["data_skipped"] = float(sum(skipped))
         batch["step"] = step
         batch["stats"]["data_ms"] = 1000 * (time.perf_counter() - t0)
         return batch
 
 
 def heldout_batch(cfg: Config, n: int, cache: CaptionCache | None, split: str = "val") -> dict:
-    """A fixed batch from a held-out split (same masks and captions every call), for monitors."""
+    """A fixed batch from a held-out split (same masks and captions every call), for monitors.
+
+    A real-data split may hold fewer than ``n`` images (1% of a small folder); the batch then has them all.
+    """
     ds = build_dataset(cfg, split, size=max(n, 1))
+    n = min(n, len(ds))
+    if n < 2:  # the text-usage monitor pairs each image with another one's captions
+        raise ConfigError(
+            f"the {split} split of data.name={cfg.data.name} has {len(ds)} image(s); the training monitors need "
+            "at least 2: pass train.monitor_every=0 to train without them, or give more images"
+        )
     keys = BatchKeys(cfg.seed, 0, 0, n, HELDOUT_STREAMS)
     spec = text_spec(cfg) if cache is not None else BatchSpec()
     batch = assemble_batch([ds[i] for i in range(n)], cfg, spec, mask_sampler_for(cfg), keys, cache, crop=False)

@@ -116,8 +116,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 # Keys added after runs were first saved, with the value that reproduces what a run saved without them did.
 # A run saved before ``mask.draw`` existed drew block sizes independently; one saved before ``mask.truncate``
-# cut contexts to the batch minimum; one saved before ``train.accum_steps`` did not accumulate.
+# cut contexts to the batch minimum; one saved before ``train.accum_steps`` did not accumulate; one saved
+# before ``data.path`` read no files.
 LEGACY_VALUES = {
+    "data.path": "",
     "mask.draw": "independent",
     "mask.truncate": "min",
     "optim.warmup_fraction": 0.1,

@@ -75,7 +75,7 @@ def _warn_ema_horizon(cfg: Config) -> None:
         )
 
 
-COUNTER_SUFFIXES = ("_images", "_batch", "_dropped", "_captionless")
+COUNTER_SUFFIXES = ("_images", "_batch", "_dropped", "_captionless", "_skipped")
 
 
 class _WindowStats:
