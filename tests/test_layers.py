@@ -30,6 +30,7 @@ FLOORS: dict[str, int] = {
     "eval": 7,
     "train": 8,
     "app": 9,
+    "__main__": 10,  # ``python -m tcjepa``: the CLI's entry point, above everything
 }
 
 

@@ -36,7 +36,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     run_dir = pretrain(
         cfg, resume=args.resume, progress=not args.no_progress, allow_schedule_change=args.allow_schedule_change
     )
-    print(f"run written to {run_dir}")
+    if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun, one line for the job, not one per process
+        print(f"run written to {run_dir}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +31,15 @@ from .checkpoint import (
     load_checkpoint,
     rng_state,
     set_rng_state,
+)
+from .distributed import (
+    DistContext,
+    barrier,
+    combine_over_ranks,
+    init_distributed,
+    process_device,
+    shutdown,
+    wrap_for_training,
 )
 from .monitors import DeadZoneAlarm, FixedBatchMonitor
 from .online_probe import OnlineProbe
@@ -105,7 +115,16 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
 
     Resuming with another ``train.steps`` is refused unless ``allow_schedule_change``: every schedule (lr,
     weight decay, EMA) is a function of the run length, so the resumed run would follow a different curve.
+    Under torchrun every process runs this function; see ``train/distributed.py``.
     """
+    ctx = init_distributed(pick_device(cfg).type)
+    try:
+        return _pretrain(cfg, ctx, resume, progress, allow_schedule_change)
+    finally:
+        shutdown(ctx)
+
+
+def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow_schedule_change: bool) -> Path:
     run_dir = resolve_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
     latest = ckpt_dir / "latest.pt"
@@ -116,7 +135,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
         )
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg)
+    device = process_device(pick_device(cfg), ctx)
     torch.manual_seed(cfg.seed)
 
     method = build_method(cfg).to(device)
@@ -142,16 +161,19 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
         set_rng_state(state["rng"])
         start_step = state["step"]
         log.info("resumed %s at step %d", run_dir, start_step)
-    _warn_ema_horizon(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    if ctx.is_main:
+        _warn_ema_horizon(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
     metrics_path = run_dir / "metrics.jsonl"
-    if resume:
+    if ctx.is_main and resume:
         _trim_metrics(metrics_path, start_step)
-    elif metrics_path.exists():
+    elif ctx.is_main and metrics_path.exists():
         metrics_path.unlink()  # a folder without a checkpoint holds no run to lose
 
     def save(step: int) -> None:
+        if not ctx.is_main:  # every rank holds the same weights and optimizer state
+            return
         state = {
             "format": FORMAT_VERSION,
             "step": step,
@@ -166,10 +188,10 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
 
     spec = method.batch_spec(cfg)
     needs_text = spec.text != "none"
-    stream = PretrainStream(cfg, spec)
+    stream = PretrainStream(cfg, spec, ctx.rank, ctx.world_size)
     loader = pretrain_loader(stream, start_step, cfg.data.num_workers)
     monitor = online = None
-    if cfg.train.monitor_every:
+    if cfg.train.monitor_every and ctx.is_main:
         cache = build_caption_cache(cfg) if needs_text else None
         fixed = heldout_batch(cfg, min(128, max(8, cfg.train.batch_size)), cache)
         monitor = FixedBatchMonitor(to_device(fixed, device))
@@ -177,14 +199,15 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
             online = OnlineProbe(cfg.data.image_size, cache=cache, device=device)
     alarm = DeadZoneAlarm()
     autocast = autocast_for(device, cfg.train.precision)
-    forward = torch.compile(method) if cfg.train.compile else method
+    wrapped = wrap_for_training(method, ctx, device)
+    forward = torch.compile(wrapped) if cfg.train.compile else wrapped
     clip = grad_clip(cfg)
 
     method.train()
     bar = tqdm(
         total=cfg.train.steps,
         initial=start_step,
-        disable=not progress,
+        disable=not progress or not ctx.is_main,
         desc=f"{cfg.method}",
         unit="step",
         dynamic_ncols=True,
@@ -193,7 +216,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
     window = _WindowStats()
     init_share = ema_init_share(cfg, start_step)  # updated by each step's momentum below
     step = start_step
-    with open(metrics_path, "a") as metrics_file:
+    with open(metrics_path, "a") if ctx.is_main else nullcontext() as metrics_file:
         for step, batch in zip(range(start_step, cfg.train.steps), loader):
             lr, wd = lr_at(cfg, step), wd_at(cfg, step)
             for group in optimizer.param_groups:
@@ -222,9 +245,14 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
 
             if logging_step:
                 elapsed = time.perf_counter() - window_start
+                logged = combine_over_ranks({k: as_float(v) for k, v in result.metrics.items()}, ctx)
+                data_stats = combine_over_ranks(window.flush(), ctx, summed=COUNTER_SUFFIXES + ("_total",))
+                if not ctx.is_main:
+                    window_start, window_images = time.perf_counter(), 0
+                    continue
                 record = {
                     "step": step,
-                    **{k: as_float(v) for k, v in result.metrics.items()},
+                    **logged,
                     "lr": lr,
                     "wd": wd,
                     "ema": ema_at(cfg, step),
@@ -232,7 +260,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
                     "grad_norm": float(result.grad_norm),
                     **result.grad_stats,
                     "img_per_s": window_images / max(elapsed, 1e-9),
-                    **window.flush(),
+                    **data_stats,
                 }
                 if monitor is not None and (step % cfg.train.monitor_every == 0 or step == cfg.train.steps - 1):
                     record.update(monitor(method))
@@ -248,4 +276,5 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
     bar.close()
     final_step = step + 1 if cfg.train.steps > start_step else start_step
     save(final_step)
+    barrier(ctx)  # no rank returns (and reads the run folder) before rank 0 has written the last checkpoint
     return run_dir

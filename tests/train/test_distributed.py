@@ -1,0 +1,80 @@
+"""Two CPU processes (gloo) under DDP train exactly what one process trains on the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from tcjepa.config import load_config
+from tcjepa.train.checkpoint import load_checkpoint
+from tcjepa.train.loop import pretrain
+
+STEPS = ("train.steps=4", "train.batch_size=8", "train.log_every=1", "train.ckpt_every=2", "train.keep_every=2")
+QUIET = ("train.threads=1", "train.monitor_every=0", "data.num_workers=0")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, world: int, port: int, overrides: list[str]) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
+        | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+    pretrain(load_config("tiny", overrides), progress=False)
+
+
+def _run(world: int, run_dir: Path, *extra: str) -> dict:
+    overrides = [f"run.dir={run_dir}", *QUIET, *STEPS, *extra]
+    if world == 1:
+        pretrain(load_config("tiny", overrides), progress=False)
+    else:
+        mp.spawn(_rank_main, args=(world, _free_port(), overrides), nprocs=world, join=True)
+    return load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"]
+    assert a["method"].keys() == b["method"].keys()
+    for key, value in a["method"].items():
+        torch.testing.assert_close(value, b["method"][key], atol=1e-5, rtol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("method", ["ijepa", "tcjepa"])
+def test_two_rank_ddp_equals_one_process_on_the_global_batch(tmp_path: Path, method: str) -> None:
+    one = _run(1, tmp_path / "one", f"method={method}")
+    two = _run(2, tmp_path / "two", f"method={method}")
+    _assert_same_weights(one, two)
+    # Only rank 0 writes: one log line per step, the loss of the whole global batch (mean over ranks).
+    lines = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    straight = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [0, 1, 2, 3]
+    for a, b in zip(lines, straight):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6)
+
+
+def test_a_two_rank_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
+    """DDP checkpoints are plain state dicts: resuming on another number of processes continues exactly."""
+    straight = _run(1, tmp_path / "straight")
+    _run(2, tmp_path / "two")
+    resumed_dir = tmp_path / "resumed"
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "two" / "checkpoints" / "step_2.pt", resumed_dir / "checkpoints" / "latest.pt")
+    cfg = load_config("tiny", [f"run.dir={resumed_dir}", *QUIET, *STEPS])
+    pretrain(cfg, resume=True, progress=False)
+    _assert_same_weights(straight, load_checkpoint(resumed_dir / "checkpoints" / "latest.pt"))
+
+
+def test_batch_not_divisible_by_ranks_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="not divisible by 2 processes"):
+        _run(2, tmp_path / "odd", "train.batch_size=7")
