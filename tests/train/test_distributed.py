@@ -78,3 +78,39 @@ def test_a_two_rank_checkpoint_resumes_in_one_process(tmp_path: Path) -> None:
 def test_batch_not_divisible_by_ranks_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not divisible by 2 processes"):
         _run(2, tmp_path / "odd", "train.batch_size=7")
+
+
+@pytest.mark.parametrize("method", ["ijepa", "tcjepa"])
+def test_two_rank_fsdp_equals_one_process(tmp_path: Path, method: str) -> None:
+    """FSDP2 shards blocks, encoders (the EMA target too) and predictor; the step is still the same step."""
+    one = _run(1, tmp_path / "one", f"method={method}")
+    two = _run(2, tmp_path / "fsdp", f"method={method}", "train.strategy=fsdp")
+    _assert_same_weights(one, two)  # the checkpoint holds full tensors, gathered from the shards
+
+
+def test_checkpoints_move_between_strategies_and_process_counts(tmp_path: Path) -> None:
+    """A one-process checkpoint resumes under 2-rank FSDP, and an FSDP one in one process, exactly."""
+    straight = _run(1, tmp_path / "straight")
+    for source, world, extra in ((straight, 2, "train.strategy=fsdp"), (None, 1, "train.strategy=ddp")):
+        if source is None:
+            _run(2, tmp_path / "fsdp-src", "train.strategy=fsdp")
+            src = tmp_path / "fsdp-src" / "checkpoints" / "step_2.pt"
+        else:
+            src = tmp_path / "straight" / "checkpoints" / "step_2.pt"
+        resumed_dir = tmp_path / f"resumed-{world}"
+        (resumed_dir / "checkpoints").mkdir(parents=True)
+        shutil.copy(src, resumed_dir / "checkpoints" / "latest.pt")
+        overrides = [f"run.dir={resumed_dir}", *QUIET, *STEPS, extra]
+        if world == 1:
+            pretrain(load_config("tiny", overrides), resume=True, progress=False)
+        else:
+            mp.spawn(_resume_main, args=(world, _free_port(), overrides), nprocs=world, join=True)
+        _assert_same_weights(straight, load_checkpoint(resumed_dir / "checkpoints" / "latest.pt"))
+
+
+def _resume_main(rank: int, world: int, port: int, overrides: list[str]) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)}
+        | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+    pretrain(load_config("tiny", overrides), resume=True, progress=False)

@@ -36,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "mask.truncate": ("min", "pad"),
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.strategy": ("ddp", "fsdp"),
 }
 
 

@@ -127,6 +127,7 @@ class TrainConfig:
     monitor_every: int = 100  # RankMe, text usage and other probes on a fixed batch
     online_probe: bool = True  # with the monitors: a cheap linear probe and the pointing game (shapes only)
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    strategy: str = "ddp"  # ddp|fsdp under torchrun (several processes); ignored in one process
 
 
 @dataclass

@@ -31,6 +31,7 @@ RESUMABLE_CHANGES = (
     "text.cache_dir",
     "text.cache_dtype",
     "train.steps",
+    "train.strategy",  # checkpoints hold full (unsharded) state whichever strategy wrote them
 )
 
 
@@ -124,6 +125,7 @@ LEGACY_VALUES = {
     "mask.truncate": "min",
     "optim.warmup_fraction": 0.1,
     "train.accum_steps": 1,
+    "train.strategy": "ddp",
 }
 
 

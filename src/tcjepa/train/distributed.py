@@ -76,14 +76,100 @@ def process_device(device: torch.device, ctx: DistContext) -> torch.device:
     return device
 
 
-def wrap_for_training(module: torch.nn.Module, ctx: DistContext, device: torch.device) -> torch.nn.Module:
-    """``module`` itself in one process, else a DDP wrapper (which broadcasts rank 0's weights once)."""
+def wrap_for_training(
+    method: torch.nn.Module, ctx: DistContext, device: torch.device, strategy: str = "ddp"
+) -> torch.nn.Module:
+    """What the step calls: ``method`` itself in one process; a DDP wrapper (which broadcasts rank 0's
+    weights once); or, for ``fsdp``, ``method`` sharded in place (FSDP2 ``fully_shard``).
+
+    FSDP shards every transformer block (of the context encoder, the EMA target encoder and the predictor),
+    then the method: parameters, gradients and optimizer state live as one shard per rank and each block is
+    gathered just for its own forward and backward. The EMA target encoder is sharded exactly like the
+    context encoder, so its update (``after_step``) runs on matching local shards with no communication; it
+    only ever runs forward, under no_grad.
+    """
     if not ctx.active:
-        return module
+        return method
+    if strategy == "fsdp":
+        return _fully_shard(method)
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+    return DistributedDataParallel(method, device_ids=ids)
+
+
+def _fully_shard(method: torch.nn.Module) -> torch.nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    from ..models.predictor import PredictorBlock
+    from ..models.vit import Block
+
+    for module in list(method.modules()):
+        if isinstance(module, (Block, PredictorBlock)):
+            fully_shard(module)
+    # The rest (patch and position embeddings, norms, the predictor's input and output maps) is small: it
+    # is one group of the method, gathered for the whole step.
+    fully_shard(method)
+    return method
+
+
+def is_sharded(method: torch.nn.Module) -> bool:
+    return any(hasattr(p, "full_tensor") for p in method.parameters())
+
+
+def full_training_state(method: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict, str]:
+    """(model state, optimizer state, format) as whole tensors on the CPU, whatever the sharding.
+
+    Sharded (FSDP) state is gathered with torch.distributed.checkpoint's state-dict helpers (a collective:
+    every rank calls this) into the same full tensors a one-process run saves, so checkpoints resume on any
+    number of processes and ``tcjepa eval``/``export`` read them unchanged. Their optimizer state is keyed
+    by parameter name ("fqn"), where a plain ``optimizer.state_dict()`` is keyed by position ("plain").
+    """
+    if not is_sharded(method):
+        return method.state_dict(), optimizer.state_dict(), "plain"
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(method, options=opts), get_optimizer_state_dict(method, optimizer, options=opts), "fqn"
+
+
+def load_training_state(method: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's model and optimizer state into ``method`` (sharded or not) and ``optimizer``."""
+    fmt = state.get("optimizer_format", "plain")
+    if not is_sharded(method) and fmt == "plain":
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(method, state["method"], options=opts)
+    if fmt == "fqn":
+        set_optimizer_state_dict(method, optimizer, state["optimizer"], options=opts)
+        return
+    # A one-process or DDP checkpoint resumed under FSDP: its optimizer state is numbered by position
+    # (over the groups in order); name it, as the FSDP loader expects.
+    names = [n for group in _named_groups(method, optimizer) for n in group]
+    plain = state["optimizer"]
+    named = {
+        "state": {names[i]: v for i, v in plain["state"].items()},
+        "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in plain["param_groups"]],
+    }
+    set_optimizer_state_dict(method, optimizer, named, options=opts)
+
+
+def _named_groups(method: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    """Parameter names of each optimizer group, in the order ``optimizer.state_dict()`` numbers them."""
+    name_of = {id(p): n for n, p in method.named_parameters()}
+    return [[name_of[id(p)] for p in group["params"]] for group in optimizer.param_groups]
 
 
 def combine_over_ranks(values: dict[str, float], ctx: DistContext, summed: tuple[str, ...] = ()) -> dict[str, float]:

@@ -36,7 +36,9 @@ from .distributed import (
     DistContext,
     barrier,
     combine_over_ranks,
+    full_training_state,
     init_distributed,
+    load_training_state,
     process_device,
     shutdown,
     wrap_for_training,
@@ -139,6 +141,8 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     torch.manual_seed(cfg.seed)
 
     method = build_method(cfg).to(device)
+    # Shard (FSDP) or wrap (DDP) before the optimizer exists: FSDP replaces the parameters it shards.
+    wrapped = wrap_for_training(method, ctx, device, cfg.train.strategy)
     optimizer = torch.optim.AdamW(
         method.param_groups(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
     )
@@ -156,8 +160,7 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
                     "--allow-schedule-change to accept the new schedules."
                 )
             log.warning("train.steps changed from %s to %s: schedules are recomputed", old_steps, cfg.train.steps)
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_training_state(method, optimizer, state)  # FSDP keeps each rank's shard of the full tensors
         set_rng_state(state["rng"])
         start_step = state["step"]
         log.info("resumed %s at step %d", run_dir, start_step)
@@ -172,14 +175,16 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
         metrics_path.unlink()  # a folder without a checkpoint holds no run to lose
 
     def save(step: int) -> None:
-        if not ctx.is_main:  # every rank holds the same weights and optimizer state
+        model_state, optim_state, optim_format = full_training_state(method, optimizer)  # all ranks (FSDP)
+        if not ctx.is_main:  # the full state is the same on every rank; rank 0 writes it
             return
         state = {
             "format": FORMAT_VERSION,
             "step": step,
             "config": cfg.to_dict(),
-            "method": method.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "method": model_state,
+            "optimizer": optim_state,
+            "optimizer_format": optim_format,
             "rng": rng_state(),
         }
         atomic_save(state, latest)
@@ -191,7 +196,9 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     stream = PretrainStream(cfg, spec, ctx.rank, ctx.world_size)
     loader = pretrain_loader(stream, start_step, cfg.data.num_workers)
     monitor = online = None
-    if cfg.train.monitor_every and ctx.is_main:
+    # Under FSDP a forward needs every rank, so every rank runs the monitors (rank 0 logs them).
+    sharded = ctx.active and cfg.train.strategy == "fsdp"
+    if cfg.train.monitor_every and (ctx.is_main or sharded):
         cache = build_caption_cache(cfg) if needs_text else None
         fixed = heldout_batch(cfg, min(128, max(8, cfg.train.batch_size)), cache)
         monitor = FixedBatchMonitor(to_device(fixed, device))
@@ -199,7 +206,6 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
             online = OnlineProbe(cfg.data.image_size, cache=cache, device=device)
     alarm = DeadZoneAlarm()
     autocast = autocast_for(device, cfg.train.precision)
-    wrapped = wrap_for_training(method, ctx, device)
     forward = torch.compile(wrapped) if cfg.train.compile else wrapped
     clip = grad_clip(cfg)
 
@@ -247,29 +253,29 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
                 elapsed = time.perf_counter() - window_start
                 logged = combine_over_ranks({k: as_float(v) for k, v in result.metrics.items()}, ctx)
                 data_stats = combine_over_ranks(window.flush(), ctx, summed=COUNTER_SUFFIXES + ("_total",))
-                if not ctx.is_main:
-                    window_start, window_images = time.perf_counter(), 0
-                    continue
-                record = {
-                    "step": step,
-                    **logged,
-                    "lr": lr,
-                    "wd": wd,
-                    "ema": ema_at(cfg, step),
-                    "ema_init_share": init_share,  # after this step's update
-                    "grad_norm": float(result.grad_norm),
-                    **result.grad_stats,
-                    "img_per_s": window_images / max(elapsed, 1e-9),
-                    **data_stats,
-                }
+                monitored: dict[str, float] = {}
                 if monitor is not None and (step % cfg.train.monitor_every == 0 or step == cfg.train.steps - 1):
-                    record.update(monitor(method))
+                    monitored.update(monitor(method))
                     if online is not None:
-                        record.update(online(method))
-                record["dead_zone"] = int(alarm.update(record))
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                bar.set_postfix(loss=f"{float(result.loss):.4f}", img_s=f"{record['img_per_s']:.0f}")
+                        monitored.update(online(method))
+                if ctx.is_main:  # every rank took part in the collectives above; one writes the log
+                    record = {
+                        "step": step,
+                        **logged,
+                        "lr": lr,
+                        "wd": wd,
+                        "ema": ema_at(cfg, step),
+                        "ema_init_share": init_share,  # after this step's update
+                        "grad_norm": float(result.grad_norm),
+                        **result.grad_stats,
+                        "img_per_s": window_images / max(elapsed, 1e-9),
+                        **data_stats,
+                    }
+                    record.update(monitored)
+                    record["dead_zone"] = int(alarm.update(record))
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
+                    bar.set_postfix(loss=f"{float(result.loss):.4f}", img_s=f"{record['img_per_s']:.0f}")
                 window_start, window_images = time.perf_counter(), 0
             if cfg.train.ckpt_every and (step + 1) % cfg.train.ckpt_every == 0:
                 save(step + 1)

@@ -165,6 +165,8 @@ def train_step(
     terms = term_sums if accum_steps == 1 else {key: value / accum_steps for key, value in term_sums.items()}
     with timers.phase("clip"):
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: the norm over every rank's shards, as one number
+            grad_norm = grad_norm.full_tensor()
         finite = bool(torch.isfinite(total) & torch.isfinite(grad_norm))  # the step's one host sync
     if not finite:
         return StepResult(total, means, terms, grad_norm, finite=False)
