@@ -168,6 +168,28 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return run_validate(args.path, args.format, args.json, args.max_error_rate, progress=not args.no_progress)
 
 
+def cmd_data_embed_captions(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..data.caption_store import StoreError
+    from ..data.sources import check_data_config
+    from ..methods import check_config
+    from .embed_captions import embed_captions, format_summary
+
+    cfg = load_config(args.config, args.overrides)  # not load_checked_config: text.store may be what we build
+    check_config(cfg)
+    check_data_config(cfg)
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    try:
+        summary = embed_captions(
+            cfg, args.out, args.dtype or cfg.text.cache_dtype, splits, args.shard_mb, progress=not args.no_progress
+        )
+    except StoreError as e:  # a store built otherwise, damaged, or being written: the message says what to do
+        print(f"tcjepa: error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..eval.suite import SUITES
 
@@ -284,6 +306,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-error-rate", type=float, default=0.01, help="exit 1 above this share of bad entries")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_data_validate)
+    p = data.add_parser(
+        "embed-captions",
+        help="pre-compute the frozen text encoder's word states of a dataset's sentences into a store (text.store)",
+        description="Encode every distinct caption sentence of the configured dataset's splits once and write the "
+        "word states into memory-mapped shards; train with text.store=STORE. Resumable: a re-run skips "
+        "what is stored. Generated datasets (shapes, fashion-scenes) are bounded here: the train split has "
+        "data.train_size scenes, the others their default size.",
+    )
+    p.add_argument("config", help="YAML preset or path, as for pretrain")
+    _add_overrides(p)
+    p.add_argument("--out", required=True, metavar="STORE", help="store folder (created, or completed if it exists)")
+    p.add_argument("--dtype", choices=["fp16", "int8", "fp32"], help="storage precision (default: text.cache_dtype)")
+    p.add_argument("--splits", default="train,val", help="comma-separated splits to cover (default train,val)")
+    p.add_argument("--shard-mb", type=float, default=64, help="shard size; a kill loses at most one shard's work")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_embed_captions)
     return parser
 
 

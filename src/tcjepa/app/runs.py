@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from ..config import Config, config_from_dict, load_config
+from ..data.caption_store import check_store_config
 from ..data.sources import check_data_config
 from ..export import export_encoder, is_exported_encoder, load_encoder
 from ..methods import build_method, check_config
@@ -21,6 +22,7 @@ def load_checked_config(path: str | Path | None, overrides: list[str]) -> Config
     cfg = load_config(path, overrides)
     check_config(cfg)
     check_data_config(cfg)
+    check_store_config(cfg)
     return cfg
 
 

@@ -72,6 +72,7 @@ class TextConfig:
     cache_mb: int = 1024
     cache_dir: str | None = None
     cache_dtype: str = "fp16"  # fp32|fp16|int8 for the on-disk cache
+    store: str | None = None  # a caption store from `tcjepa data embed-captions` (word states pre-computed)
 
 
 @dataclass

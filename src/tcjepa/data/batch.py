@@ -106,7 +106,7 @@ def _add_masks(batch: dict, masks: MultiBlockMaskSampler, keys: BatchKeys, n: in
 def _add_captions(batch: dict, samples: list[dict], n: int, keys: BatchKeys, cache: CaptionCache) -> None:
     """N sampled captions per image, their word states, masks and the caption counters."""
     sampled = [sample_captions(s["captions"], n, keys.captions(k)) for k, s in enumerate(samples)]
-    hits, misses = cache.stats["hits"], cache.stats["misses"]
+    hits, misses, store_misses = cache.stats["hits"], cache.stats["misses"], cache.stats["store_misses"]
     batch.update(cache.batch(sampled, n))
     batch["captions"] = sampled
     usable = batch["caption_mask"].sum(1)  # after the encoder: a caption without tokens is absent too
@@ -117,6 +117,8 @@ def _add_captions(batch: dict, samples: list[dict], n: int, keys: BatchKeys, cac
     )
     new_hits = cache.stats["hits"] - hits
     batch["stats"]["text_cache_hit_rate"] = new_hits / max(1, new_hits + cache.stats["misses"] - misses)
+    if cache.store is not None:  # sentences the store lacks were encoded on the fly: say how many
+        batch["stats"]["text_store_misses"] = float(cache.stats["store_misses"] - store_misses)
 
 
 TENSOR_KEYS = ("images", "mask_context", "mask_context_valid", "mask_targets", "text", "text_mask", "caption_mask")

@@ -29,17 +29,18 @@ import zlib
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tcjepa.config import Config
 from tcjepa.models.text import TextEncoder
 
+from .caption_store import CaptionStore, open_store_for
+from .state_codec import CODES, NP_DTYPES, dequantize_int8, entry_nbytes, pack, quantize_int8, to_storage, unpack
+
+__all__ = ["CaptionCache", "dequantize_int8", "quantize_int8", "sample_captions", "usable_captions"]
+
 _HEADER = struct.Struct("<4sBBII")
 _MAGIC, _VERSION = b"TCJC", 1
-_CODES = {"fp32": 0, "fp16": 1, "int8": 2}
-_NP_DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f2"), 2: np.dtype("i1")}
-_FP16_MAX = 65504.0
 
 
 def usable_captions(captions: list[str]) -> list[str]:
@@ -65,27 +66,6 @@ def sample_captions(captions: list[str], n: int, generator: torch.Generator) -> 
     return [unique[i] for i in order]
 
 
-def quantize_int8(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token absmax int8 quantisation: returns (int8 values, float32 scales); error <= scale / 2."""
-    scale = states.float().abs().amax(dim=1) / 127.0 if states.shape[0] else torch.zeros(0)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(states.float() / safe[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q, scale
-
-
-def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`quantize_int8` (up to the rounding error)."""
-    return q.float() * scale[:, None]
-
-
-def _to_storage(states: torch.Tensor) -> torch.Tensor:
-    # float16 halves memory; fall back to float32 when a value would overflow to inf.
-    states = states.detach().float()
-    if states.numel() and states.abs().max().item() > _FP16_MAX:
-        return states.clone()
-    return states.half()
-
-
 class CaptionCache:
     """Serve a frozen encoder's word states per sentence from an LRU memory cache and an optional disk cache.
 
@@ -94,6 +74,10 @@ class CaptionCache:
     ``disk_hits``, ``disk_errors`` (unreadable/corrupt files or failed writes), ``entries`` and ``bytes``
     (tensor bytes held in memory, kept <= ``max_bytes``). Meant for the main process: DataLoader worker
     processes would each hold a separate memory cache (the disk cache is safe to share).
+
+    With a ``store`` (a pre-computed :class:`~tcjepa.data.caption_store.CaptionStore`, ``text.store``), a
+    memory miss is looked up there before the disk cache and the encoder; ``store_hits`` and
+    ``store_misses`` count the outcomes, so a sentence the store lacks is encoded and counted, never skipped.
     """
 
     def __init__(
@@ -102,16 +86,20 @@ class CaptionCache:
         max_bytes: int = 1 << 30,
         disk_dir: str | None = None,
         disk_dtype: str = "fp16",
+        store: CaptionStore | None = None,
     ) -> None:
-        if disk_dtype not in _CODES:
-            raise ValueError(f"CaptionCache disk_dtype={disk_dtype!r}; expected one of {sorted(_CODES)}.")
+        if disk_dtype not in CODES:
+            raise ValueError(f"CaptionCache disk_dtype={disk_dtype!r}; expected one of {sorted(CODES)}.")
         if max_bytes < 0:
             raise ValueError(f"CaptionCache max_bytes={max_bytes}; expected >= 0 (0 disables the memory cache).")
         self.encoder, self.max_bytes, self.disk_dtype = encoder, int(max_bytes), disk_dtype
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
+        self.store = store
         self._mem: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._warned_write = False
-        self.stats: dict[str, int] = dict(hits=0, misses=0, entries=0, bytes=0, disk_hits=0, disk_errors=0)
+        self.stats: dict[str, int] = dict(
+            hits=0, misses=0, entries=0, bytes=0, disk_hits=0, disk_errors=0, store_hits=0, store_misses=0
+        )
 
     # ----------------------------------------------------------------- memory
     def _remember(self, sentence: str, stored: torch.Tensor) -> None:
@@ -163,34 +151,18 @@ class CaptionCache:
         if len(blob) < _HEADER.size + 4 or zlib.crc32(blob[:-4]) != struct.unpack("<I", blob[-4:])[0]:
             raise ValueError("truncated or checksum mismatch")
         magic, version, code, n_tok, dim = _HEADER.unpack_from(blob)
-        if magic != _MAGIC or version != _VERSION or code not in _NP_DTYPES or dim != self.encoder.dim:
+        if magic != _MAGIC or version != _VERSION or code not in NP_DTYPES or dim != self.encoder.dim:
             raise ValueError("bad header")
-        dt = _NP_DTYPES[code]
-        n_vals, scale_bytes = n_tok * dim, (4 * n_tok if code == 2 else 0)
-        if len(blob) != _HEADER.size + n_vals * dt.itemsize + scale_bytes + 4:
+        if len(blob) != _HEADER.size + entry_nbytes(code, n_tok, dim) + 4:
             raise ValueError("size mismatch")
-        vals = np.frombuffer(blob, dtype=dt, count=n_vals, offset=_HEADER.size).reshape(n_tok, dim)
-        if code == 2:
-            scale = np.frombuffer(blob, dtype="<f4", count=n_tok, offset=_HEADER.size + n_vals)
-            states = dequantize_int8(torch.from_numpy(vals.copy()), torch.from_numpy(scale.copy()))
-        else:
-            states = torch.from_numpy(vals.astype(np.float32))
+        states = unpack(memoryview(blob)[_HEADER.size : -4], code, n_tok, dim)
         if not torch.isfinite(states).all():
             raise ValueError("non-finite values")
         return states
 
     def _encode_file(self, states: torch.Tensor) -> bytes:
-        code = _CODES[self.disk_dtype]
-        if code == 1 and states.numel() and states.abs().max().item() > _FP16_MAX:
-            code = 0  # keep out-of-range values exact rather than writing inf
-        extra = b""
-        if code == 2:
-            q, scale = quantize_int8(states)
-            values = q.numpy().tobytes()
-            extra = scale.numpy().astype("<f4").tobytes()
-        else:
-            values = states.float().numpy().astype(_NP_DTYPES[code]).tobytes()
-        body = _HEADER.pack(_MAGIC, _VERSION, code, states.shape[0], states.shape[1]) + values + extra
+        code, payload = pack(states, self.disk_dtype)
+        body = _HEADER.pack(_MAGIC, _VERSION, code, states.shape[0], states.shape[1]) + payload
         return body + struct.pack("<I", zlib.crc32(body))
 
     def _disk_write(self, sentence: str, states: torch.Tensor) -> None:
@@ -217,17 +189,25 @@ class CaptionCache:
             raise TypeError("CaptionCache.encode() takes a list of sentences, got a single str.")
         found: dict[str, torch.Tensor] = {}
         missing: list[str] = []
-        disk_hits = 0
+        disk_hits = store_hits = 0
         for s in dict.fromkeys(sentences):
             hit = self._mem.get(s)
             if hit is not None:
                 self._mem.move_to_end(s)
                 found[s] = hit
                 continue
+            if self.store is not None:  # the store is read like the disk cache: same dtype -> same values
+                states = self.store.get(s)
+                if states is not None:
+                    store_hits += 1
+                    found[s] = to_storage(states)
+                    self._remember(s, found[s])
+                    continue
+                self.stats["store_misses"] += 1
             states = self._disk_read(s) if self.disk_dir is not None else None
             if states is not None:
                 disk_hits += 1
-                found[s] = _to_storage(states)
+                found[s] = to_storage(states)
                 self._remember(s, found[s])
             else:
                 missing.append(s)
@@ -247,13 +227,14 @@ class CaptionCache:
                 states = states.detach().float().cpu()
                 if self.disk_dtype == "int8":  # memory sees what a later disk read would see
                     states = dequantize_int8(*quantize_int8(states))
-                found[s] = _to_storage(states)
+                found[s] = to_storage(states)
                 self._remember(s, found[s])
                 if self.disk_dir is not None:
                     self._disk_write(s, states)
         self.stats["misses"] += len(missing)
         self.stats["disk_hits"] += disk_hits
-        self.stats["hits"] += len(sentences) - len(missing) - disk_hits
+        self.stats["store_hits"] += store_hits
+        self.stats["hits"] += len(sentences) - len(missing) - disk_hits - store_hits
         return [found[s] for s in sentences]
 
     def encode(self, sentences: list[str]) -> list[torch.Tensor]:
@@ -320,4 +301,7 @@ def build_caption_cache(cfg: Config) -> CaptionCache:
 
     t = cfg.text
     encoder = build_text_encoder(t.encoder, max_len=t.max_len, keep_special=t.keep_special, dim=t.hashed_dim)
-    return CaptionCache(encoder, max_bytes=t.cache_mb << 20, disk_dir=t.cache_dir, disk_dtype=t.cache_dtype)
+    store = open_store_for(cfg, encoder) if t.store else None
+    return CaptionCache(
+        encoder, max_bytes=t.cache_mb << 20, disk_dir=t.cache_dir, disk_dtype=t.cache_dtype, store=store
+    )

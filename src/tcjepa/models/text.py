@@ -244,7 +244,7 @@ class MiniLMEncoder(_ChunkedEncoder):
                 f"text max_len={max_len} is out of range; expected 3..{cfg['max_position_embeddings']} "
                 "(it counts [CLS] and [SEP], so 3 leaves room for one word piece)."
             )
-        self.name = "minilm-l6" + _variant_suffix(max_len, keep_special)
+        self.name = encoder_name("minilm", max_len, keep_special)
         self.dim, self.max_len, self.keep_special = cfg["hidden_size"], max_len, keep_special
         self.chunk_size, self.pad_id = chunk_size, cfg.get("pad_token_id", 0)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -293,7 +293,7 @@ class HashedEncoder:
             raise ValueError(f"hashed text encoder dim={dim}; expected an even number >= 2 (sin-cos pairs).")
         if max_len < 1:
             raise ValueError(f"hashed text encoder max_len={max_len}; expected >= 1 word.")
-        self.name = f"hashed-{dim}" + _variant_suffix(max_len, False)
+        self.name = encoder_name("hashed", max_len, dim=dim)
         self.dim, self.max_len = dim, max_len
         self._pos = 0.5 * _sincos(max_len, dim)
 
@@ -351,7 +351,7 @@ class HFEncoder(_ChunkedEncoder):
         self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
         self.max_len, self.keep_special, self.chunk_size = max_len, keep_special, chunk_size
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.name = f"hf-{folder.name}-{_folder_fingerprint(folder)}" + _variant_suffix(max_len, keep_special)
+        self.name = encoder_name(f"hf:{path}", max_len, keep_special)
 
     def _tokenize(self, sentences: list[str]) -> list[tuple[list[int], list[int], list[str]]]:
         if not sentences:
@@ -375,6 +375,19 @@ def _folder_fingerprint(folder: Path) -> str:
             with f.open("rb") as fh:
                 h.update(fh.read(1 << 20))
     return h.hexdigest()[:10]
+
+
+def encoder_name(spec: str, max_len: int = DEFAULT_MAX_LEN, keep_special: bool = False, dim: int = 64) -> str:
+    """The ``name`` of the encoder :func:`build_text_encoder` builds from these arguments, without loading
+    weights: the caption store is checked against it at start."""
+    if spec == "minilm":
+        return "minilm-l6" + _variant_suffix(max_len, keep_special)
+    if spec == "hashed":
+        return f"hashed-{dim}" + _variant_suffix(max_len, False)  # no special tokens to keep
+    if spec.startswith("hf:") and len(spec) > 3:
+        folder = Path(spec[3:]).expanduser()
+        return f"hf-{folder.name}-{_folder_fingerprint(folder)}" + _variant_suffix(max_len, keep_special)
+    raise ValueError(f"unknown text encoder spec {spec!r}; expected one of {', '.join(VALID_SPECS)}.")
 
 
 def build_text_encoder(

@@ -30,6 +30,7 @@ RESUMABLE_CHANGES = (
     "text.cache_mb",
     "text.cache_dir",
     "text.cache_dtype",
+    "text.store",
     "train.steps",
     "train.strategy",  # checkpoints hold full (unsharded) state whichever strategy wrote them
 )

@@ -87,7 +87,7 @@ def _warn_ema_horizon(cfg: Config) -> None:
         )
 
 
-COUNTER_SUFFIXES = ("_images", "_batch", "_dropped", "_captionless", "_skipped")
+COUNTER_SUFFIXES = ("_images", "_batch", "_dropped", "_captionless", "_skipped", "_misses")
 
 
 class _WindowStats:
