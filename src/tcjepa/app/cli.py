@@ -167,6 +167,12 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return run_validate(args.path, args.format, args.json, args.max_error_rate, progress=not args.no_progress)
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from .convert import run_convert
+
+    return run_convert(args.src, args.out, args.format, args.shard_size, args.resume, progress=not args.no_progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..eval.suite import SUITES
 
@@ -283,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-error-rate", type=float, default=0.01, help="exit 1 above this share of bad entries")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_data_validate)
+    p = data.add_parser("convert", help="write an image-caption folder (jsonl) or COCO file as WebDataset tar shards")
+    p.add_argument("src", help="a .jsonl file, a folder holding captions.jsonl, or a COCO captions_*.json")
+    p.add_argument("--out", required=True, help="folder for shard-NNNNNN.tar, manifest.json and convert.json")
+    p.add_argument("--format", choices=["jsonl", "coco"], help="default: coco for a .json file, else jsonl")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted conversion into --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_convert)
     return parser
 
 
