@@ -282,9 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="shapes", choices=["shapes", "fashion-scenes"], help="which generated scenes")
     p.add_argument("--out", default=None, help="PNG path (default <name>_preview.png)")
     p.set_defaults(func=cmd_data_preview)
-    p = data.add_parser("validate", help="check an image-caption folder (jsonl) or COCO captions file; exit 1 if bad")
-    p.add_argument("path", help="a .jsonl file, a folder holding captions.jsonl, or a COCO captions_*.json")
-    p.add_argument("--format", choices=["jsonl", "coco"], help="default: coco for a .json file, else jsonl")
+    p = data.add_parser(
+        "validate", help="check an image-caption folder (jsonl), COCO captions file or tar shards; exit 1 if bad"
+    )
+    p.add_argument(
+        "path", help="a .jsonl file, a folder holding captions.jsonl, a COCO captions_*.json, or shards-{0..9}.tar"
+    )
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "coco", "webdataset"],
+        help="default: webdataset for .tar patterns, coco for a .json file, else jsonl",
+    )
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
     p.add_argument("--max-error-rate", type=float, default=0.01, help="exit 1 above this share of bad entries")
     p.add_argument("--no-progress", action="store_true")
