@@ -205,3 +205,12 @@ def test_a_shard_written_to_after_indexing_is_a_clear_error(tmp_path: Path) -> N
     shard.write_bytes(shard.read_bytes()[:1024])
     with pytest.raises(BadSample, match="shorter than its index says"):
         ds[1]
+
+
+def test_path_syntax_and_weights_without_resampling_are_config_errors(tmp_path: Path, capsys) -> None:
+    from tcjepa.app.cli import main
+
+    pattern = write_shards(tmp_path, keys_in("train", 2), per_shard=2)
+    for path, why in [(f"{pattern}::0.5", "pass data.resampled=true"), (f"{tmp_path}/x{{2..1}}.tar", "backwards")]:
+        assert main(["pretrain", "tiny", "data.name=webdataset", f"data.path={path}", f"run.dir={tmp_path}/r"]) == 2
+        assert why in capsys.readouterr().err

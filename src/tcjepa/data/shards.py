@@ -27,7 +27,7 @@ import logging
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, ConfigError
 from .caption_index import SPLITS, split_of
 from .captioned import SkipUnreadable
 from .decode import BadSample, decode_image
@@ -105,7 +105,7 @@ class ShardSamples(SkipUnreadable):
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: shards have the splits {', '.join(SPLITS)}")
         if any(s.weight is not None for s in sources) and not resampled:
-            raise ValueError(
+            raise ConfigError(
                 "data.path gives source weights (PATTERN::W), which only resampled mode uses: pass "
                 "data.resampled=true, or drop the weights to read every sample once per epoch"
             )
@@ -189,8 +189,8 @@ def shard_dataset(cfg: Config, split: str, size: int | None) -> ShardSamples:
     """The ``split`` of ``data.path``'s shards; a training split without samples is an error."""
     try:
         sources = parse_shard_path(cfg.data.path)
-    except ValueError as e:
-        raise BadSample(str(e)) from None
+    except ValueError as e:  # the syntax of data.path: a config error, not a bad file
+        raise ConfigError(str(e)) from None
     d = cfg.data
     resampled = d.resampled and split == "train"  # held-out splits are read once, in order
     ds = ShardSamples(sources, split, d.image_size, size, d.on_error, resampled, d.epoch_samples, d.shard_window)
