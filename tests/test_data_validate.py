@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 from tcjepa.app.cli import main
 from tcjepa.app.data_tools import OVERLONG_WORDS, validate
 from tests.data.captioned_files import break_file, make_coco, make_folder, names_in, write_image, write_jsonl
+from tests.data.shard_files import add, keys_in, png, write_shard, write_shards
 
 
 def test_a_clean_folder_passes(tmp_path: Path, capsys) -> None:
@@ -90,3 +92,25 @@ def test_preview_is_still_a_data_action(tmp_path: Path) -> None:
     out = tmp_path / "p.png"
     assert main(["data", "preview", "--n", "1", "--image-size", "32", "--out", str(out)]) == 0
     assert out.is_file()
+
+
+def test_shards_get_the_same_report(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TCJEPA_SHARD_INDEX_DIR", str(tmp_path / "index-cache"))
+    keys = keys_in("train", 4) + keys_in("val", 1)
+    pattern = write_shards(tmp_path / "good", keys, per_shard=3)
+    assert main(["data", "validate", pattern, "--no-progress"]) == 0
+    s = validate(pattern, progress=False)
+    assert (s["format"], s["images"], s["splits"]) == ("webdataset", 5, {"train": 4, "val": 1, "test": 0})
+    assert (s["entries"], s["captions"], s["sentences"], s["errors"]) == (10, 10, 15, 0)
+
+    def bad(tf: tarfile.TarFile) -> None:
+        add(tf, "x0.png", png(1)[:50])  # a cut image
+        add(tf, "link.png", b"", tarfile.SYMTYPE, "/etc/passwd")
+
+    write_shard(tmp_path / "bad" / "b.tar", keys[:2], extra=bad)
+    s = validate(str(tmp_path / "bad" / "b.tar"), progress=False)
+    assert (s["images"], s["malformed_entries"], s["unreadable_images"], s["ok"]) == (3, 1, 1, False)
+    assert "is a symbolic link" in s["problems"][0] and "b.tar:x0: cannot decode image" in s["bad_files"][0]
+    capsys.readouterr()
+    assert main(["data", "validate", str(tmp_path / "bad" / "b.tar"), "--no-progress"]) == 1
+    assert "FAILED: 2 errors" in capsys.readouterr().out

@@ -190,6 +190,12 @@ def cmd_data_embed_captions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from .convert import run_convert
+
+    return run_convert(args.src, args.out, args.format, args.shard_size, args.resume, progress=not args.no_progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..eval.suite import SUITES
 
@@ -299,9 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="shapes", choices=["shapes", "fashion-scenes"], help="which generated scenes")
     p.add_argument("--out", default=None, help="PNG path (default <name>_preview.png)")
     p.set_defaults(func=cmd_data_preview)
-    p = data.add_parser("validate", help="check an image-caption folder (jsonl) or COCO captions file; exit 1 if bad")
-    p.add_argument("path", help="a .jsonl file, a folder holding captions.jsonl, or a COCO captions_*.json")
-    p.add_argument("--format", choices=["jsonl", "coco"], help="default: coco for a .json file, else jsonl")
+    p = data.add_parser(
+        "validate", help="check an image-caption folder (jsonl), COCO captions file or tar shards; exit 1 if bad"
+    )
+    p.add_argument(
+        "path", help="a .jsonl file, a folder holding captions.jsonl, a COCO captions_*.json, or shards-{0..9}.tar"
+    )
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "coco", "webdataset"],
+        help="default: webdataset for .tar patterns, coco for a .json file, else jsonl",
+    )
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
     p.add_argument("--max-error-rate", type=float, default=0.01, help="exit 1 above this share of bad entries")
     p.add_argument("--no-progress", action="store_true")
@@ -322,6 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-mb", type=float, default=64, help="shard size; a kill loses at most one shard's work")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_data_embed_captions)
+    p = data.add_parser("convert", help="write an image-caption folder (jsonl) or COCO file as WebDataset tar shards")
+    p.add_argument("src", help="a .jsonl file, a folder holding captions.jsonl, or a COCO captions_*.json")
+    p.add_argument("--out", required=True, help="folder for shard-NNNNNN.tar, manifest.json and convert.json")
+    p.add_argument("--format", choices=["jsonl", "coco"], help="default: coco for a .json file, else jsonl")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted conversion into --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_convert)
     return parser
 
 

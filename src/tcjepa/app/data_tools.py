@@ -1,11 +1,12 @@
-"""``tcjepa data validate PATH``: what an image-caption folder holds, and what in it would stop a run.
+"""``tcjepa data validate PATH``: what an image-caption folder or a set of shards holds, and what would stop a run.
 
 Training finds a bad file only when a batch reaches it, possibly hours in; this reads the whole index and
 decodes every image once, up front, with the same code the datasets use (``tcjepa.data.caption_index``,
 ``tcjepa.data.decode``). It reports the images, captions per image, malformed index entries, missing and
 unreadable files, empty and overlong captions, and duplicates, as text and optionally as JSON, and exits
 non-zero when errors (malformed entries, missing or unreadable images) exceed ``--max-error-rate`` of the
-entries.
+entries. WebDataset shards (a ``.tar`` brace pattern) get the same report: the header problems of
+``tar_index.py`` and unreadable caption members count as malformed entries, tar members as entries.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,6 +23,9 @@ from ..config import ConfigError
 from ..data.caption_index import SPLITS, CaptionIndex, read_index, split_of
 from ..data.decode import BadSample, load_rgb
 from ..data.sentences import split_captions
+from ..data.shard_paths import looks_like_shards, parse_shard_path
+from ..data.shards import read_sample
+from ..data.tar_index import shard_index
 
 # A sentence of more words than this is cut by the default text encoder (text.max_len = 32 tokens, two of
 # them special, and a word is at least one token).
@@ -30,27 +35,63 @@ _EXAMPLES = 3
 
 
 def detect_format(path: str | Path) -> str:
-    """``coco`` for a ``.json`` file, ``jsonl`` otherwise (a ``.jsonl`` file or a folder)."""
+    """``webdataset`` for tar shards, ``coco`` for a ``.json`` file, ``jsonl`` otherwise (a ``.jsonl`` file or a
+    folder)."""
+    if looks_like_shards(str(path)):
+        return "webdataset"
     p = Path(path)
     return "coco" if p.is_file() and p.suffix.lower() == ".json" else "jsonl"
 
 
-def _check_files(index: CaptionIndex, progress: bool) -> dict:
+def _read_file(index: CaptionIndex, i: int) -> tuple[str, bytes]:
+    path = index.path(i)
+    try:
+        return str(path), path.read_bytes()
+    except OSError as e:
+        raise FileNotFoundError(f"{path}: {e.strerror or e}") from None
+
+
+def _shard_reader(path: str) -> tuple[CaptionIndex, Callable[[CaptionIndex, int], tuple[str, bytes]]]:
+    """Shards as an index (keys for images, problems from the headers and the caption members) and a reader
+    of each sample's image bytes, so that shards get the same report as a folder."""
+    shards = [shard_index(p) for s in parse_shard_path(path) for p in s.shards]
+    index = CaptionIndex(source=Path(path), root=Path())
+    where = []
+    for shard in shards:
+        index.entries += shard.members
+        index.problems += shard.problems
+        for i in range(len(shard)):
+            try:
+                _, captions, _ = read_sample(shard, i)
+            except BadSample as e:
+                index.problems.append(str(e))
+                continue
+            index.images.append(shard.keys[i])
+            index.captions.append(captions)
+            where.append((shard, i))
+
+    def read(_: CaptionIndex, i: int) -> tuple[str, bytes]:
+        image, _, name = read_sample(*where[i])
+        return name, image
+
+    return index, read
+
+
+def _check_files(index: CaptionIndex, progress: bool, read=_read_file) -> dict:
     """Decode every image: missing and unreadable files, and images whose bytes repeat another's."""
     missing, unreadable, first_of = [], [], {}
     repeats = 0
     for i in tqdm(range(len(index)), desc="decoding", unit="img", disable=not progress, dynamic_ncols=True):
-        path = index.path(i)
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            missing.append(f"{path}: {e.strerror or e}")
+            path, data = read(index, i)
+        except (FileNotFoundError, BadSample) as e:
+            missing.append(str(e))
             continue
         digest = hashlib.sha1(data).digest()
         repeats += digest in first_of
         first_of.setdefault(digest, i)
         try:
-            load_rgb(data, name=str(path), draft_size=64)
+            load_rgb(data, name=path, draft_size=64)
         except BadSample as e:
             unreadable.append(str(e))
     return {"missing": missing, "unreadable": unreadable, "repeats": repeats}
@@ -82,8 +123,11 @@ def validate(path: str | Path, fmt: str | None = None, max_error_rate: float = 0
     """The summary of ``path`` (see the module docstring); ``ok`` is False when the error rate is above
     ``max_error_rate``."""
     fmt = fmt or detect_format(path)
-    index = read_index(fmt, path)
-    files = _check_files(index, progress)
+    if fmt == "webdataset":
+        index, read = _shard_reader(str(path))
+    else:
+        index, read = read_index(fmt, path), _read_file
+    files = _check_files(index, progress, read)
     errors = len(index.problems) + len(files["missing"]) + len(files["unreadable"])
     items = len(index) + len(index.problems)
     rate = errors / max(1, items)

@@ -44,6 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 PATH_SOURCES: dict[str, str] = {
     "jsonl": "a .jsonl file of image paths and captions, or a folder holding captions.jsonl",
     "coco": "a COCO captions annotation file, e.g. annotations/captions_train2017.json",
+    "webdataset": "tar shards as a brace pattern, e.g. shards/train-{000000..000009}.tar (weighted: a::0.7,b::0.3)",
 }
 
 
@@ -135,6 +136,8 @@ def validate(cfg: Config) -> None:
         "train.monitor_every",
         "loss.sparse_warmup_steps",
         "data.num_workers",
+        "data.epoch_samples",
+        "data.shard_window",
         "mask.min_keep",
     ):
         _check(flat[key] >= 0, f"config key '{key}' must be >= 0, got {flat[key]}")

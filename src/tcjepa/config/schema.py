@@ -51,7 +51,8 @@ class ModelConfig:
 class DataConfig:
     name: str = "shapes"
     # The file or folder a real-data source reads (jsonl: a .jsonl file or a folder with captions.jsonl;
-    # coco: a captions_*.json annotation file); tcjepa/data/caption_index.py gives the rules.
+    # coco: a captions_*.json annotation file; webdataset: tar shards, a brace pattern and optional weighted
+    # sources, tcjepa/data/shard_paths.py); tcjepa/data/caption_index.py gives the rules.
     path: str = ""
     image_size: int = 64
     train_size: int = 100_000  # scenes in the training split (shapes only: real data has the split it has)
@@ -60,6 +61,11 @@ class DataConfig:
     crop_scale: tuple[float, float] = (1.0, 1.0)  # random-resized-crop area range; (1, 1) = no crop
     num_workers: int = 1
     on_error: str = "raise"  # raise|skip for unreadable samples in real-data formats
+    # webdataset only (tcjepa/data/shards.py): draw samples with replacement, by source weight, in virtual
+    # epochs of epoch_samples (0: the split's size); otherwise shard_window shards mix per window (0: all).
+    resampled: bool = False
+    epoch_samples: int = 0
+    shard_window: int = 0
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch.utils.data import Dataset
 
 from ..config import Config
@@ -29,7 +30,51 @@ MAX_TRIES = 32  # unreadable samples in a row before on_error=skip gives up
 _LOGGED_SKIPS = 5  # skips logged by name per dataset object and process; all are counted
 
 
-class CaptionedImages(Dataset):
+class SkipUnreadable(Dataset):
+    """A split of real samples whose ``_load(row)`` may raise :class:`BadSample`: ``data.on_error`` decides.
+
+    Subclasses set ``source``, ``split`` and ``on_error`` and define ``__len__`` and ``_load`` (image,
+    captions); this class keeps the raise-or-substitute rule in one place (the ``webdataset`` source
+    shares it).
+    """
+
+    source: object
+    split: str
+    on_error: str
+    _logged: int = 0
+
+    def _load(self, row: int) -> tuple[torch.Tensor, list[str]]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self)
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} is out of range for the {n} images of the {self.split} split")
+        first: BadSample | None = None
+        for tries in range(min(n, MAX_TRIES)):
+            row = (index + tries) % n
+            try:
+                image, captions = self._load(row)
+            except BadSample as e:
+                if self.on_error == "raise":
+                    raise BadSample(f"{e}; pass data.on_error=skip to train past unreadable images") from None
+                first = first or e
+                self._log_skip(e)
+                continue
+            return {"image": image, "captions": captions, "labels": {}, "index": row, "skipped": tries}
+        raise BadSample(
+            f"{self.source}: {min(n, MAX_TRIES)} samples in a row from index {index} of the {self.split} split "
+            f"are unreadable (the first: {first}); check data.path, or run `tcjepa data validate` on it"
+        )
+
+    def _log_skip(self, error: BadSample) -> None:
+        self._logged += 1
+        if self._logged <= _LOGGED_SKIPS:
+            more = "; further skips are only counted" if self._logged == _LOGGED_SKIPS else ""
+            log.warning("skipped (data.on_error=skip, counted as data_skipped): %s%s", error, more)
+
+
+class CaptionedImages(SkipUnreadable):
     """``split`` of an index: its first ``size`` images (all when None), decoded to ``image_size`` squares."""
 
     def __init__(
@@ -56,33 +101,8 @@ class CaptionedImages(Dataset):
     def __repr__(self) -> str:
         return f"CaptionedImages({self.source}, split={self.split}, {len(self)} images, on_error={self.on_error})"
 
-    def __getitem__(self, index: int) -> dict:
-        n = len(self)
-        if not 0 <= index < n:
-            raise IndexError(f"index {index} is out of range for the {n} images of the {self.split} split")
-        first: BadSample | None = None
-        for tries in range(min(n, MAX_TRIES)):
-            row = (index + tries) % n
-            try:
-                image = decode_image(self.root / self.images[row], self.image_size)
-            except BadSample as e:
-                if self.on_error == "raise":
-                    raise BadSample(f"{e}; pass data.on_error=skip to train past unreadable images") from None
-                first = first or e
-                self._log_skip(e)
-                continue
-            captions = split_captions(self.captions[row])
-            return {"image": image, "captions": captions, "labels": {}, "index": row, "skipped": tries}
-        raise BadSample(
-            f"{self.source}: {min(n, MAX_TRIES)} samples in a row from index {index} of the {self.split} split "
-            f"are unreadable (the first: {first}); check data.path, or run `tcjepa data validate` on it"
-        )
-
-    def _log_skip(self, error: BadSample) -> None:
-        self._logged += 1
-        if self._logged <= _LOGGED_SKIPS:
-            more = "; further skips are only counted" if self._logged == _LOGGED_SKIPS else ""
-            log.warning("skipped (data.on_error=skip, counted as data_skipped): %s%s", error, more)
+    def _load(self, row: int) -> tuple[torch.Tensor, list[str]]:
+        return decode_image(self.root / self.images[row], self.image_size), split_captions(self.captions[row])
 
 
 def captioned_dataset(cfg: Config, fmt: str, split: str, size: int | None) -> CaptionedImages:

@@ -3,7 +3,7 @@
 The stream (``stream.py``) only needs a map-style dataset of ``{"image", "captions", ...}`` items; which
 dataset backs it is chosen here, by ``data.name``, so a new source (Fashion-MNIST scenes, WebDataset shards)
 is one builder added to ``DATASETS`` and nothing else: ``jsonl`` and ``coco`` (captioned photographs,
-``captioned.py``) came that way.
+``captioned.py``) and ``webdataset`` (tar shards, ``shards.py``) came that way.
 ``DATASETS`` is the only list of dataset names (``tcjepa.config.PATH_SOURCES`` names those that need
 ``data.path``; tests/data/test_sources.py keeps it within this one): ``tcjepa.config`` sits below the data
 layer and cannot know them, so the name is checked here (:func:`check_data_config`), at start, by the CLI and by
@@ -61,13 +61,21 @@ def _coco(cfg: Config, split: str, size: int | None) -> Dataset:
     return captioned_dataset(cfg, "coco", split, size)
 
 
+def _webdataset(cfg: Config, split: str, size: int | None) -> Dataset:
+    from .shards import shard_dataset
+
+    return shard_dataset(cfg, split, size)
+
+
 # name -> builder(cfg, split, size): size None means the split's configured (or natural) size. The sources
-# that read files (jsonl, coco) are also listed in tcjepa.config.PATH_SOURCES, which makes data.path required.
+# that read files (jsonl, coco, webdataset) are also listed in tcjepa.config.PATH_SOURCES, which makes
+# data.path required.
 DATASETS: dict[str, Callable[[Config, str, int | None], Dataset]] = {
     "shapes": _shapes,
     "fashion-scenes": _fashion_scenes,
     "jsonl": _jsonl,
     "coco": _coco,
+    "webdataset": _webdataset,
 }
 
 

@@ -53,13 +53,17 @@ class PretrainStream(Dataset):
 
     def indices(self, step: int) -> list[int]:
         """Dataset indices of this rank's share of step ``step``: epochs are seeded permutations."""
-        n, gb = len(self.dataset), self.cfg.train.batch_size
+        # A source may order its epochs itself (shards: shard-local windows, resampling with weights).
+        n = getattr(self.dataset, "epoch_length", len(self.dataset))
+        order = getattr(self.dataset, "epoch_order", None)
         out = []
-        start = step * gb + self.rank * self.local_batch
+        start = step * self.cfg.train.batch_size + self.rank * self.local_batch
         for pos in range(start, start + self.local_batch):
             epoch, offset = divmod(pos, n)
             if self._perm is None or self._perm[0] != epoch:
-                self._perm = (epoch, np.random.default_rng([self.cfg.seed, epoch, 7]).permutation(n))
+                seed = self.cfg.seed
+                perm = order(seed, epoch) if order else np.random.default_rng([seed, epoch, 7]).permutation(n)
+                self._perm = (epoch, perm)
             out.append(int(self._perm[1][offset]))
         return out
 

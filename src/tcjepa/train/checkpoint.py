@@ -119,9 +119,12 @@ def _flat(d: dict, prefix: str = "") -> dict:
 # Keys added after runs were first saved, with the value that reproduces what a run saved without them did.
 # A run saved before ``mask.draw`` existed drew block sizes independently; one saved before ``mask.truncate``
 # cut contexts to the batch minimum; one saved before ``train.accum_steps`` did not accumulate; one saved
-# before ``data.path`` read no files.
+# before ``data.path`` read no files (nor shards: ``data.resampled`` and the rest).
 LEGACY_VALUES = {
+    "data.epoch_samples": 0,
     "data.path": "",
+    "data.resampled": False,
+    "data.shard_window": 0,
     "mask.draw": "independent",
     "mask.truncate": "min",
     "optim.warmup_fraction": 0.1,
