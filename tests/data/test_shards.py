@@ -15,7 +15,7 @@ from tcjepa.config import ConfigError, load_config
 from tcjepa.data import tar_index
 from tcjepa.data.batch import text_spec
 from tcjepa.data.decode import BadSample
-from tcjepa.data.shard_paths import expand_braces, parse_shard_path
+from tcjepa.data.shard_paths import expand_braces, looks_like_shards, parse_shard_path
 from tcjepa.data.shards import ShardSamples, parse_captions
 from tcjepa.data.sources import build_dataset
 from tcjepa.data.stream import PretrainStream, pretrain_loader
@@ -214,3 +214,16 @@ def test_path_syntax_and_weights_without_resampling_are_config_errors(tmp_path: 
     for path, why in [(f"{pattern}::0.5", "pass data.resampled=true"), (f"{tmp_path}/x{{2..1}}.tar", "backwards")]:
         assert main(["pretrain", "tiny", "data.name=webdataset", f"data.path={path}", f"run.dir={tmp_path}/r"]) == 2
         assert why in capsys.readouterr().err
+
+
+def test_a_folder_source_takes_its_tar_shards_in_name_order(tmp_path: Path) -> None:
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for name in ("shard-000001.tar", "shard-000000.tar", "notes.txt"):
+        (folder / name).write_bytes(b"")
+    (src,) = parse_shard_path(str(folder))
+    assert [p.name for p in src.shards] == ["shard-000000.tar", "shard-000001.tar"]
+    assert looks_like_shards(str(folder))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="folder without any .tar"):
+        parse_shard_path(str(tmp_path / "empty"))

@@ -6,6 +6,7 @@ Syntax (docs/design.md §4.12):
   numbers keep the width of the first bound when it starts with 0) or ``{a,b,c}`` (alternatives); several
   braces expand to every combination, in order;
 * several sources are separated by commas outside braces: ``a/{0..9}.tar,b/{0..3}.tar``;
+* a source may also be a folder: every ``*.tar`` in it, in name order (what ``tcjepa data convert`` writes);
 * a source may end in ``::WEIGHT`` (a positive number), the share of draws it gets in resampled mode:
   ``a/{0..9}.tar::0.7,b/{0..3}.tar::0.3``. Either every source has a weight or none has.
 
@@ -97,7 +98,12 @@ def parse_shard_path(path: str, must_exist: bool = True) -> list[ShardSource]:
         if "::" in part:
             pattern, tail = part.rsplit("::", 1)
             weight = _weight(tail, part)
-        files = tuple(Path(p) for p in expand_braces(pattern))
+        if "{" not in pattern and Path(pattern).is_dir():
+            files = tuple(sorted(Path(pattern).glob("*.tar")))
+            if not files:
+                raise FileNotFoundError(f"data.path source {pattern!r} is a folder without any .tar shard")
+        else:
+            files = tuple(Path(p) for p in expand_braces(pattern))
         missing = [f for f in files if not f.is_file()] if must_exist else []
         if missing:
             raise FileNotFoundError(
@@ -113,4 +119,5 @@ def parse_shard_path(path: str, must_exist: bool = True) -> list[ShardSource]:
 
 def looks_like_shards(path: str) -> bool:
     """Whether ``path`` names tar shards (what ``tcjepa data validate`` uses to pick the format)."""
-    return any(p.split("::")[0].endswith(".tar") for p in split_sources(path))
+    parts = [p.split("::")[0] for p in split_sources(path)]
+    return any(p.endswith(".tar") or (Path(p).is_dir() and any(Path(p).glob("*.tar"))) for p in parts)
