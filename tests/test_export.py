@@ -118,3 +118,40 @@ def test_embed_image_files(trained_run, tmp_path) -> None:
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="bad.png"):
         embed_images(out, [str(tmp_path / "bad.png")], tmp_path / "g.pt")
+
+
+def test_embed_a_captioned_source_with_ids(trained_run, tmp_path) -> None:
+    from tcjepa.app.cli import main
+    from tests.data.captioned_files import make_folder, names_in
+
+    _, run_dir = trained_run
+    out = export_run(run_dir, tmp_path / "enc")
+    names = names_in("train", 3) + names_in("val", 2)
+    folder = make_folder(tmp_path / "photos", names)
+    assert main(["embed", str(out), str(folder), "--out", str(tmp_path / "f.npy"), "--no-progress"]) == 0
+    feats = np.load(tmp_path / "f.npy")
+    ids = (tmp_path / "f.npy.ids.txt").read_text().splitlines()
+    assert sorted(ids) == sorted(names) and feats.shape == (5, load_encoder(out).spec.embed_dim)
+    k = ids.index(names[0])  # row k is the image named beside it, decoded as training decodes it
+    with torch.no_grad():
+        expected = load_encoder(out)(load_image(folder / names[0], 32)[None]).mean(1)[0]
+    torch.testing.assert_close(torch.from_numpy(feats[k]), expected)
+    data = torch.load(embed_images(out, [str(folder)], tmp_path / "f.pt"), weights_only=True)
+    assert data["ids"] == ids
+    (folder / names[1]).write_bytes(b"")
+    assert main(["embed", str(out), str(folder), "--out", str(tmp_path / "g.npy"), "--no-progress"]) == 2
+
+
+def test_embed_to_parquet_or_a_clear_error(trained_run, tmp_path) -> None:
+    _, run_dir = trained_run
+    out = export_run(run_dir, tmp_path / "enc")
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        with pytest.raises(ValueError, match="needs pyarrow"):
+            embed_images(out, [str(img)], tmp_path / "f.parquet")
+        return
+    table = pq.read_table(embed_images(out, [str(img)], tmp_path / "f.parquet"))
+    assert table.column("id").to_pylist() == [str(img)] and len(table.column("features")[0]) > 0

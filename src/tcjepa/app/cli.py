@@ -147,7 +147,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .embed import embed_images
 
-    path = embed_images(args.encoder, args.images, args.out, patches=args.patches, batch_size=args.batch_size)
+    try:
+        path = embed_images(
+            args.encoder, args.images, args.out, args.patches, args.batch_size, progress=not args.no_progress
+        )
+    except ValueError as e:  # an unreadable image, a malformed source, an output it cannot write
+        print(f"tcjepa: error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path}")
     return 0
 
@@ -287,12 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("embed", help="features of image files from an exported encoder or a run")
+    p = sub.add_parser("embed", help="features of image files or a captioned source from an encoder or a run")
     p.add_argument("encoder", help="exported encoder folder or run folder")
-    p.add_argument("images", nargs="+", help="image files (any format PIL reads)")
-    p.add_argument("--out", default="embeddings.pt", help=".pt (dict of tensors) or .npy (pooled features)")
+    p.add_argument(
+        "images", nargs="+", help="image files, or one source: a .jsonl / folder with captions.jsonl / COCO .json"
+    )
+    p.add_argument(
+        "--out",
+        default="embeddings.pt",
+        help=".pt (pooled, ids, patches), .npy (+ .ids.txt) or .parquet (id, features)",
+    )
     p.add_argument("--patches", action="store_true", help="also store patch features (.pt only)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_embed)
 
     data = sub.add_parser("data", help="inspect datasets").add_subparsers(dest="action", required=True)
