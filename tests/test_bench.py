@@ -28,3 +28,18 @@ def test_bench_times_the_training_step_and_its_phases(tiny_cfg, monkeypatch: pyt
     assert rec["accum_steps"] == 2
     assert list(rec["phase_ms"]) == ["forward", "backward", "clip", "optimizer", "ema"]
     assert sum(rec["phase_ms"].values()) <= rec["step_ms"] * 1.5  # medians of parts: near the step, not above
+
+
+def test_data_only_bench_times_the_loader_and_sizes_the_gpu_appetite(tmp_path, capsys) -> None:
+    import json
+
+    from tcjepa.app.cli import main
+
+    out = tmp_path / "b.jsonl"
+    argv = ["bench", "tiny", "--data-only", "--steps", "3", "--out", str(out), "train.batch_size=4"]
+    assert main([*argv, "train.steps=10", "data.num_workers=0"]) == 0
+    rec = json.loads(out.read_text().splitlines()[-1])
+    assert rec["kind"] == "data-only" and rec["loader_img_per_s"] > 0 and rec["batch_size"] == 4
+    gpu = rec["gpu_H100_bf16_img_per_s_at_mfu_0.4"]
+    assert gpu == pytest.approx(0.4 * 989e12 / rec["train_flops_per_img"])
+    assert rec["loader_cores_per_gpu"] == pytest.approx(gpu / rec["loader_img_per_s"])

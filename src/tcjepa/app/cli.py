@@ -59,7 +59,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             out.write(line + "\n")
 
     try:
-        run_bench(cfg, methods, steps=args.steps, rounds=args.rounds, flops_only=args.flops_only, emit=emit)
+        if args.data_only:
+            from .bench_data import run_data_bench
+
+            emit(run_data_bench(cfg, steps=args.steps))
+        else:
+            run_bench(cfg, methods, steps=args.steps, rounds=args.rounds, flops_only=args.flops_only, emit=emit)
     finally:
         if out:
             out.close()
@@ -229,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="timed steps per method per round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median over all timed steps)")
     p.add_argument("--flops-only", action="store_true", help="print analytic FLOPs without training")
+    p.add_argument(
+        "--data-only", action="store_true", help="time the loader alone (config's method and data.num_workers)"
+    )
     p.add_argument("--out", help="also append the JSON lines to this file")
     p.set_defaults(func=cmd_bench)
 
