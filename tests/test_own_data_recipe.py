@@ -35,9 +35,10 @@ def test_readme_recipe_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Monke
         ["data", "validate"],
         ["data", "convert"],
         ["data", "embed-captions"],
-        ["pretrain", "vitb16-224"],
+        ["pretrain", "photos-vitb16"],
     ]
-    # The recipe names a ViT-B/16 at 224 px; the test shrinks the model and the run, nothing else.
+    # The recipe names a ViT-B/16 at 224 px; the test shrinks the model and the run, nothing else (the
+    # preset's crop and on_error stay).
     small = ["model.encoder.size=custom", "model.encoder.embed_dim=32", "model.encoder.depth=2"]
     small += ["model.encoder.num_heads=2", "model.encoder.patch_size=16", "model.predictor.depth=1"]
     small += ["model.predictor.dim=16", "model.predictor.num_heads=2", "data.image_size=32", "text.encoder=hashed"]
