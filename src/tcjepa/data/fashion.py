@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import operator
 import os
 import struct
 import zlib
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from .arguments import int_arg, item_index
 
 __all__ = [
     "CLASS_NAMES",
@@ -202,18 +203,6 @@ def _load(official: str, root: str | Path | None) -> tuple[np.ndarray, np.ndarra
     return images, labels.astype(np.int64)
 
 
-def _int_arg(name: str, value: object, lo: int, hi: int | None, hint: str = "") -> int:
-    """``value`` as an int in [lo, hi], or a ValueError that says what was expected."""
-    try:
-        out = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        out = None
-    if out is None or isinstance(value, bool) or out < lo or (hi is not None and out > hi):
-        bound = f"an int >= {lo}" if hi is None else f"an int in {lo}..{hi}"
-        raise ValueError(f"{name}={value!r} is invalid; expected {bound}. {hint}".rstrip())
-    return out
-
-
 class FashionMNIST(Dataset):
     """Fashion-MNIST split held in memory as uint8, resized and made 3-channel per item.
 
@@ -236,8 +225,8 @@ class FashionMNIST(Dataset):
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not a Fashion-MNIST split; expected one of {SPLITS}.")
         self.split = split
-        self.image_size = _int_arg("image_size", image_size, 1, None)
-        self.seed = _int_arg("seed", seed, 0, None, "Seeds must be non-negative (they seed numpy's RNG).")
+        self.image_size = int_arg("image_size", image_size, 1, None)
+        self.seed = int_arg("seed", seed, 0, None, "Seeds must be non-negative (they seed numpy's RNG).")
         self.root = fashion_root(root)
         images, labels = _load("test" if split == "test" else "train", root)
 
@@ -246,13 +235,13 @@ class FashionMNIST(Dataset):
             order = np.arange(len(images))
         else:
             n = len(images)
-            self.val_size = _int_arg(
+            self.val_size = int_arg(
                 "val_size", val_size, 1 if split == "val" else 0, n - 1, f"The training file holds {n} images."
             )
             perm = np.random.default_rng(self.seed).permutation(n)
             order = perm[: self.val_size] if split == "val" else perm[self.val_size :]
         if size is not None:
-            order = order[: _int_arg("size", size, 1, len(order), f"The {split} split holds {len(order)} items.")]
+            order = order[: int_arg("size", size, 1, len(order), f"The {split} split holds {len(order)} items.")]
 
         self.source_index = order
         self.images = np.ascontiguousarray(images[order])  # fancy indexing copies: only the split stays alive
@@ -268,12 +257,7 @@ class FashionMNIST(Dataset):
         )
 
     def __getitem__(self, index: int) -> dict:
-        try:
-            i = operator.index(index)
-        except TypeError:
-            raise TypeError(f"index={index!r} must be an int, got {type(index).__name__}") from None
-        if not 0 <= i < len(self):
-            raise IndexError(f"index={i} is out of range for {self!r}; expected 0 <= index < {len(self)}.")
+        i = item_index(index, len(self), self)
         grey = torch.from_numpy(self.images[i]).to(torch.float32).div_(255.0)[None, None]  # (1, 1, 28, 28)
         s = self.image_size
         if s != IMAGE_SIDE:

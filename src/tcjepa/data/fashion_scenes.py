@@ -20,7 +20,6 @@ slot 1, -1 alone), ``heldout``, ``heldout_slot``, ``seg_class`` (0 background, 1
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -29,9 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from tcjepa.data.arguments import int_arg, item_index
 from tcjepa.data.fashion import CLASS_NAMES, FashionMNIST
 from tcjepa.data.fashion_scenes_captions import CAPTIONS_PER_SCENE, CLASS_WORDS, build_captions
 from tcjepa.data.shapes_captions import Grounding, relation_index
+from tcjepa.data.shapes_render import grid_bin, off_grid_coordinate
 
 __all__ = [
     "CAPTIONS_PER_SCENE",
@@ -57,7 +58,6 @@ _HELD_OUT = {frozenset(p) for p in HELD_OUT_PAIRS}
 MIN_VISIBLE = 0.6  # share of an item's pixels that later items may not cover
 _ALPHA_GAIN = 4.0  # item opacity = clip(gain * grey): the garment is opaque, its black surround transparent
 _MASK_ALPHA = 0.5  # a pixel belongs to an item (instance / class maps) where its opacity reaches this
-_BIN_DEAD_ZONE = 0.035  # centres keep off the 3x3 grid lines, so position words are never borderline
 _PLACE_TRIES = 40
 _LAYOUT_RESTARTS = 100
 
@@ -73,11 +73,11 @@ class Item:
 
     @property
     def x_bin(self) -> int:
-        return min(int(self.cx * 3), 2)
+        return grid_bin(self.cx)
 
     @property
     def y_bin(self) -> int:
-        return min(int(self.cy * 3), 2)
+        return grid_bin(self.cy)
 
 
 @dataclass(frozen=True)
@@ -112,17 +112,6 @@ class FashionScene:
         return relation_index(self.items[0], self.items[1]) if len(self.items) > 1 else -1
 
 
-def _int_arg(name: str, value: object, lo: int, hi: int | None, hint: str) -> int:
-    try:
-        out = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        out = None
-    if out is None or isinstance(value, bool) or out < lo or (hi is not None and out > hi):
-        bound = f"an int >= {lo}" if hi is None else f"an int in {lo}..{hi}"
-        raise ValueError(f"{name}={value!r} is invalid; expected {bound}. {hint}")
-    return out
-
-
 class FashionScenes(Dataset):
     """Captioned canvases of Fashion-MNIST items, generated on demand from the local IDX files.
 
@@ -143,17 +132,17 @@ class FashionScenes(Dataset):
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not a fashion-scenes split; expected one of {SPLITS}.")
         self.split = split
-        self.image_size = _int_arg("image_size", image_size, MIN_IMAGE_SIZE, None, "Smaller canvases blur items away.")
-        self.seed = _int_arg("seed", seed, 0, None, "Seeds must be non-negative (they seed numpy's RNG).")
+        self.image_size = int_arg("image_size", image_size, MIN_IMAGE_SIZE, None, "Smaller canvases blur items away.")
+        self.seed = int_arg("seed", seed, 0, None, "Seeds must be non-negative (they seed numpy's RNG).")
         hint = f"Scenes hold 1..{MAX_ITEMS} items; pass min_objects <= max_objects in that range."
-        self.min_objects = _int_arg("min_objects", min_objects, 1, MAX_ITEMS, hint)
-        self.max_objects = _int_arg("max_objects", max_objects, 1, MAX_ITEMS, hint)
+        self.min_objects = int_arg("min_objects", min_objects, 1, MAX_ITEMS, hint)
+        self.max_objects = int_arg("max_objects", max_objects, 1, MAX_ITEMS, hint)
         if self.min_objects > self.max_objects:
             raise ValueError(f"min_objects={min_objects} is larger than max_objects={max_objects}. {hint}")
         if split == "heldout" and self.max_objects < 2:
             raise ValueError("the heldout split needs max_objects >= 2: each of its scenes holds a held-out class pair")
         default = DEFAULT_SIZES[split]
-        self.size = default if size is None else _int_arg("size", size, 1, None, f"None means {default}.")
+        self.size = default if size is None else int_arg("size", size, 1, None, f"None means {default}.")
         self.root = root
         self._split_id = SPLITS.index(split)
 
@@ -189,13 +178,6 @@ class FashionScenes(Dataset):
             if not any(frozenset((a, b)) in _HELD_OUT for a in out for b in out if a < b):
                 return out
 
-    @staticmethod
-    def _coordinate(rng: np.random.Generator, margin: float) -> float:
-        while True:
-            v = float(rng.uniform(margin, 1.0 - margin))
-            if abs(v - 1 / 3) >= _BIN_DEAD_ZONE and abs(v - 2 / 3) >= _BIN_DEAD_ZONE:
-                return v
-
     def _alpha(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
         """(grey, alpha) of an item at its pixel size, both (side, side) float32 in [0, 1]."""
         grey = torch.from_numpy(self.pool.images[item.source]).float().div_(255.0)[None, None]
@@ -230,7 +212,7 @@ class FashionScenes(Dataset):
             margin = side / (2 * s)
             for _ in range(_PLACE_TRIES):
                 item = Item(
-                    label, source, self._coordinate(rng, margin), self._coordinate(rng, margin), side, brightness
+                    label, source, off_grid_coordinate(rng, margin), off_grid_coordinate(rng, margin), side, brightness
                 )
                 _, alpha = self._alpha(item)
                 mask = alpha >= _MASK_ALPHA
@@ -249,12 +231,7 @@ class FashionScenes(Dataset):
         return items, inst, visible
 
     def _generate(self, index: int) -> tuple[FashionScene, np.ndarray]:
-        try:
-            i = operator.index(index)
-        except TypeError:
-            raise TypeError(f"index={index!r} must be an int, got {type(index).__name__}") from None
-        if not 0 <= i < self.size:
-            raise IndexError(f"index={i} is out of range for {self!r}; expected 0 <= index < {self.size}.")
+        i = item_index(index, self.size, self)
         rng = np.random.default_rng([self.seed, self._split_id, i, 0xFA5])  # 0xFA5: not a shapes scene's stream
         background = tuple(float(v) for v in rng.uniform(0.0, 0.3, size=3))
         noise_seed = int(rng.integers(2**31))

@@ -14,7 +14,17 @@ from typing import Protocol
 
 import numpy as np
 
-from tcjepa.data.shapes_captions import Caption, article, relation_index, sentence
+from tcjepa.data.shapes_captions import (
+    NUMBERS,
+    POSITION_PHRASES,
+    RELATION_PHRASES,
+    Caption,
+    article,
+    fill_captions,
+    relation_index,
+    relation_is_clear,
+    sentence,
+)
 
 # Label k of Fashion-MNIST is named by CLASS_WORDS[k] in captions: one word each, never a position word
 # ("top" would collide with "in the top left"), so a grounded word always names a garment.
@@ -34,21 +44,7 @@ CLASS_WORDS: tuple[str, ...] = (
 _CLASS_PREFIX: tuple[str, ...] = ("", "pair of", "", "", "", "", "", "", "", "ankle")
 CAPTIONS_PER_SCENE = 8  # fixed, so batches of caption lists stay rectangular
 
-_NUMBERS = ("zero", "one", "two", "three", "four")
-_RELATION_PHRASES = ("left of", "right of", "above", "below")
-_POSITION_PHRASES = {
-    (0, 0): "in the top left",
-    (0, 1): "at the top",
-    (0, 2): "in the top right",
-    (1, 0): "on the left",
-    (1, 1): "in the centre",
-    (1, 2): "on the right",
-    (2, 0): "in the bottom left",
-    (2, 1): "at the bottom",
-    (2, 2): "in the bottom right",
-}
-_CLEAR_RATIO = 1.5  # a relation is put into words only when one axis clearly dominates ...
-_CLEAR_MIN_GAP = 0.15  # ... and the centres are this far apart (in image units)
+_CLEAR_MIN_GAP = 0.15  # a relation is put into words only when the centres are this far apart (image units)
 _SUPERLATIVE_RATIO = 1.3  # "the largest item" only when it beats every other by this visible-area ratio
 
 
@@ -58,11 +54,6 @@ class Placed(Protocol):
     cy: float
     x_bin: int
     y_bin: int
-
-
-def _relation_is_clear(a: Placed, b: Placed) -> bool:
-    major, minor = sorted((abs(a.cx - b.cx), abs(a.cy - b.cy)), reverse=True)
-    return major >= _CLEAR_MIN_GAP and major >= _CLEAR_RATIO * minor
 
 
 def build_captions(
@@ -87,12 +78,12 @@ def build_captions(
         return article(_CLASS_PREFIX[items[k].label] or CLASS_WORDS[items[k].label])
 
     def where(k: int) -> str:
-        return _POSITION_PHRASES[(items[k].y_bin, items[k].x_bin)]
+        return POSITION_PHRASES[(items[k].y_bin, items[k].x_bin)]
 
     core: list[Caption] = []
     extra: list[Caption] = []
     core.append(
-        sentence("count", "there is one item of clothing" if n == 1 else f"there are {_NUMBERS[n]} items of clothing")
+        sentence("count", "there is one item of clothing" if n == 1 else f"there are {NUMBERS[n]} items of clothing")
     )
     listed = sorted(range(n), key=lambda k: items[k].label)  # canonical order: one sentence per class set
     parts: list = []
@@ -112,12 +103,10 @@ def build_captions(
             extra.append(sentence("location", "the item", where(k), "is", an(k), *ref(k)))
 
     relations = [
-        sentence(
-            "relation", "the", *ref(a), "is", _RELATION_PHRASES[relation_index(items[a], items[b])], "the", *ref(b)
-        )
+        sentence("relation", "the", *ref(a), "is", RELATION_PHRASES[relation_index(items[a], items[b])], "the", *ref(b))
         for a in range(n)
         for b in range(n)
-        if a != b and _relation_is_clear(items[a], items[b])
+        if a != b and relation_is_clear(items[a], items[b], _CLEAR_MIN_GAP)
     ]
     if relations:
         pick = int(rng.integers(len(relations)))
@@ -126,14 +115,4 @@ def build_captions(
     if n > 1 and visible_area[0] >= _SUPERLATIVE_RATIO * max(visible_area[1:]):
         core.append(sentence("superlative", "the largest item is", an(0), *ref(0)))
 
-    chosen = list(core[:n_captions])
-    seen = {c.text for c in chosen}
-    for i in rng.permutation(len(extra)):
-        if len(chosen) == n_captions:
-            break
-        if extra[i].text not in seen:
-            chosen.append(extra[i])
-            seen.add(extra[i].text)
-    if len(chosen) < n_captions:
-        raise RuntimeError(f"only {len(chosen)} distinct captions for a {n}-item scene; need {n_captions}")
-    return tuple(chosen)
+    return fill_captions(core, extra, n_captions, rng, f"a {n}-item scene")

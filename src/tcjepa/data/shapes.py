@@ -12,7 +12,6 @@ turns them into training samples.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tcjepa.data.arguments import int_arg, item_index
 from tcjepa.data.shapes_captions import (
     CAPTIONS_PER_SCENE,
     RELATIONS,
@@ -40,6 +40,7 @@ from tcjepa.data.shapes_render import (
     ShapeObject,
     clip_to_frame,
     instance_map,
+    off_grid_coordinate,
     paint,
     rasterise,
     sample_background,
@@ -83,7 +84,6 @@ _TRAIN_COMBOS = tuple(cs for cs in _ALL_COMBOS if cs not in HELD_OUT_COMBOS)
 
 MIN_VISIBLE = 0.6  # every object keeps at least this fraction of its area visible
 _MIN_ON_FRAME = 0.85  # objects may poke out of the image a little, not more
-_BIN_DEAD_ZONE = 0.035  # centres keep this far from 3x3 grid lines, so position words are never borderline
 _PLACE_TRIES = 40
 _LAYOUT_RESTARTS = 100
 
@@ -132,18 +132,6 @@ class Scene:
         return tuple(v / f for v, f in zip(self.visible_area, self.full_area))
 
 
-def _int_arg(name: str, value: object, lo: int, hi: int | None, hint: str) -> int:
-    """`value` as an int in [lo, hi], or a ValueError that says what was expected and why."""
-    try:
-        out = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        out = None
-    if out is None or isinstance(value, bool) or out < lo or (hi is not None and out > hi):
-        bound = f"an int >= {lo}" if hi is None else f"an int in {lo}..{hi}"
-        raise ValueError(f"{name}={value!r} is invalid; expected {bound}. {hint}")
-    return out
-
-
 class ShapesDataset(Dataset):
     """Captioned scenes of 1-4 coloured shapes on textured backgrounds, rendered on demand.
 
@@ -164,19 +152,19 @@ class ShapesDataset(Dataset):
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not a shapes split; expected one of {SPLITS}.")
         self.split = split
-        self.image_size = _int_arg(
+        self.image_size = int_arg(
             "image_size", image_size, MIN_IMAGE_SIZE, None, "Smaller images leave small shapes a few pixels."
         )
-        self.seed = _int_arg("seed", seed, 0, None, "Seeds must be non-negative (they seed numpy's RNG).")
+        self.seed = int_arg("seed", seed, 0, None, "Seeds must be non-negative (they seed numpy's RNG).")
         hint = f"Scenes hold 1..{MAX_OBJECTS} objects; pass min_objects <= max_objects in that range."
-        self.min_objects = _int_arg("min_objects", min_objects, 1, MAX_OBJECTS, hint)
-        self.max_objects = _int_arg("max_objects", max_objects, 1, MAX_OBJECTS, hint)
+        self.min_objects = int_arg("min_objects", min_objects, 1, MAX_OBJECTS, hint)
+        self.max_objects = int_arg("max_objects", max_objects, 1, MAX_OBJECTS, hint)
         if self.min_objects > self.max_objects:
             raise ValueError(f"min_objects={min_objects} is larger than max_objects={max_objects}. {hint}")
         self.size = (
             DEFAULT_SIZES[split]
             if size is None
-            else _int_arg("size", size, 1, None, f"Pass None for the default ({DEFAULT_SIZES[split]}).")
+            else int_arg("size", size, 1, None, f"Pass None for the default ({DEFAULT_SIZES[split]}).")
         )
         self._split_id = SPLITS.index(split)
 
@@ -192,13 +180,7 @@ class ShapesDataset(Dataset):
     # ---- sampling ----------------------------------------------------------------------------------
 
     def _check_index(self, index: int) -> int:
-        try:
-            i = operator.index(index)
-        except TypeError:
-            raise TypeError(f"index={index!r} must be an int, got {type(index).__name__}") from None
-        if not 0 <= i < self.size:
-            raise IndexError(f"index={i} is out of range for {self!r}; expected 0 <= index < {self.size}.")
-        return i
+        return item_index(index, self.size, self)
 
     def _sample_combos(self, rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
         """n distinct (colour, shape) pairs; held-out pairs only (and always) in the heldout split."""
@@ -212,14 +194,6 @@ class ShapesDataset(Dataset):
             if combo not in combos:
                 combos.append(combo)
         return [combos[i] for i in rng.permutation(n)]  # the held-out one is not always at the back
-
-    @staticmethod
-    def _coordinate(rng: np.random.Generator, margin: float) -> float:
-        """A centre coordinate in [margin, 1 - margin] away from the 3x3 grid lines."""
-        while True:  # the dead zones cover < 25% of the range, so this ends quickly
-            v = float(rng.uniform(margin, 1.0 - margin))
-            if abs(v - 1 / 3) >= _BIN_DEAD_ZONE and abs(v - 2 / 3) >= _BIN_DEAD_ZONE:
-                return v
 
     def _layout(self, rng: np.random.Generator) -> tuple[list[ShapeObject], np.ndarray, list[int], list[int]] | None:
         """Place objects back to front; no placement may leave an earlier object < MIN_VISIBLE visible.
@@ -246,8 +220,8 @@ class ShapesDataset(Dataset):
                     colour,
                     size,
                     area,
-                    self._coordinate(rng, margin),
-                    self._coordinate(rng, margin),
+                    off_grid_coordinate(rng, margin),
+                    off_grid_coordinate(rng, margin),
                     rotation,
                     (r, g, b),
                     depth,
@@ -363,7 +337,7 @@ def save_preview(path: str | Path, dataset: ShapesDataset, n: int = 16, captions
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    n = _int_arg("n", n, 1, len(dataset), f"The preview shows dataset items 0..n-1 of {len(dataset)}.")
+    n = int_arg("n", n, 1, len(dataset), f"The preview shows dataset items 0..n-1 of {len(dataset)}.")
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(3.4 * cols, 5.2 * rows))

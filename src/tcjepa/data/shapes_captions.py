@@ -18,10 +18,10 @@ from tcjepa.data.shapes_render import COLOURS, SHAPES, ShapeObject
 RELATIONS: tuple[str, ...] = ("left", "right", "above", "below")
 CAPTIONS_PER_SCENE = 12  # fixed so torch's default collate can batch the caption lists
 
-_RELATION_PHRASES = ("left of", "right of", "above", "below")
-_NUMBERS = ("zero", "one", "two", "three", "four")
+RELATION_PHRASES = ("left of", "right of", "above", "below")
+NUMBERS = ("zero", "one", "two", "three", "four")
 # (y_bin, x_bin) -> phrase; coarse on purpose (see module docstring)
-_POSITION_PHRASES = {
+POSITION_PHRASES = {
     (0, 0): "in the top left",
     (0, 1): "at the top",
     (0, 2): "in the top right",
@@ -101,9 +101,10 @@ def relation_index(a: ShapeObject, b: ShapeObject) -> int:
     return 2 if dy < 0 else 3  # y grows downwards
 
 
-def _relation_is_clear(a: ShapeObject, b: ShapeObject) -> bool:
+def relation_is_clear(a: ShapeObject, b: ShapeObject, min_gap: float = _CLEAR_MIN_GAP) -> bool:
+    """Whether one axis clearly dominates the centres' difference and the gap (image units) is >= min_gap."""
     major, minor = sorted((abs(a.cx - b.cx), abs(a.cy - b.cy)), reverse=True)
-    return major >= _CLEAR_MIN_GAP and major >= _CLEAR_RATIO * minor
+    return major >= min_gap and major >= _CLEAR_RATIO * minor
 
 
 def build_captions(
@@ -135,14 +136,14 @@ def build_captions(
         return article(objects[k].colour)
 
     def where(k: int) -> str:
-        return _POSITION_PHRASES[(objects[k].y_bin, objects[k].x_bin)]
+        return POSITION_PHRASES[(objects[k].y_bin, objects[k].x_bin)]
 
     core: list[Caption] = []
     extra: list[Caption] = []
     bg_adj = BACKGROUND_ADJECTIVES[background]
 
     # count, background, summary
-    core.append(sentence("count", "there is one shape" if n == 1 else f"there are {_NUMBERS[n]} shapes"))
+    core.append(sentence("count", "there is one shape" if n == 1 else f"there are {NUMBERS[n]} shapes"))
     core.append(sentence("background", f"the background is {_BACKGROUND_SENTENCES[background]}"))
     canonical = lambda k: (SHAPES.index(objects[k].shape), COLOURS.index(objects[k].colour))
     named = sorted(range(min(n, 2)), key=canonical)
@@ -152,7 +153,7 @@ def build_captions(
     elif n == 2:
         core.append(sentence("summary", an(named[0]), *ref(named[0]), "and", an(named[1]), *ref(named[1])))
     else:
-        rest = "one other shape" if n == 3 else f"{_NUMBERS[n - 2]} other shapes"
+        rest = "one other shape" if n == 3 else f"{NUMBERS[n - 2]} other shapes"
         p, q = named
         core.append(sentence("summary", an(p), *ref(p), ",", an(q), *ref(q), f"and {rest}"))
 
@@ -178,7 +179,7 @@ def build_captions(
         extra.extend(caps[:pick] + caps[pick + 1 :])
     for c in colours:
         if len(slots_by_colour[c]) > 1:
-            number = _NUMBERS[len(slots_by_colour[c])]
+            number = NUMBERS[len(slots_by_colour[c])]
             extra.append(sentence("colour_count", f"there are {number}", (c, slots_by_colour[c]), "shapes"))
 
     # relations and superlatives, only when unambiguous
@@ -188,13 +189,13 @@ def build_captions(
             "the",
             *ref(a),
             "is",
-            _RELATION_PHRASES[relation_index(objects[a], objects[b])],
+            RELATION_PHRASES[relation_index(objects[a], objects[b])],
             "the",
             *ref(b),
         )
         for a in range(n)
         for b in range(n)
-        if a != b and _relation_is_clear(objects[a], objects[b])
+        if a != b and relation_is_clear(objects[a], objects[b])
     ]
     superlatives = []
     if n > 1:
@@ -213,7 +214,13 @@ def build_captions(
             core.append(caps[pick])
             extra.extend(caps[:pick] + caps[pick + 1 :])
 
-    # fill up with extras in random order, skipping repeats
+    return fill_captions(core, extra, n_captions, rng, f"a {n}-object scene")
+
+
+def fill_captions(
+    core: list[Caption], extra: list[Caption], n_captions: int, rng: np.random.Generator, what: str
+) -> tuple[Caption, ...]:
+    """The first ``n_captions`` of ``core``, topped up with ``extra`` in random order, skipping repeats."""
     chosen = list(core[:n_captions])
     seen = {c.text for c in chosen}
     for i in rng.permutation(len(extra)):
@@ -223,5 +230,5 @@ def build_captions(
             chosen.append(extra[i])
             seen.add(extra[i].text)
     if len(chosen) < n_captions or len(seen) < n_captions:
-        raise RuntimeError(f"only {len(seen)} distinct captions for a {n}-object scene; need {n_captions}")
+        raise RuntimeError(f"only {len(seen)} distinct captions for {what}; need {n_captions}")
     return tuple(chosen)

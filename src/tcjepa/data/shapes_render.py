@@ -92,6 +92,22 @@ UNIT_POLYGONS: dict[str, np.ndarray] = {s: _unit_polygon(s) for s in SHAPES}
 UNIT_RADIUS: dict[str, float] = {s: float(np.linalg.norm(p, axis=1).max()) for s, p in UNIT_POLYGONS.items()}
 
 
+BIN_DEAD_ZONE = 0.035  # centres keep this far from 3x3 grid lines, so position words are never borderline
+
+
+def grid_bin(v: float) -> int:
+    """The 3x3 grid cell (0..2) of a centre coordinate in [0, 1]: what position words name."""
+    return min(int(v * 3), 2)
+
+
+def off_grid_coordinate(rng: np.random.Generator, margin: float) -> float:
+    """A centre coordinate in [margin, 1 - margin] at least BIN_DEAD_ZONE away from the 3x3 grid lines."""
+    while True:  # the dead zones cover < 25% of the range, so this ends quickly
+        v = float(rng.uniform(margin, 1.0 - margin))
+        if abs(v - 1 / 3) >= BIN_DEAD_ZONE and abs(v - 2 / 3) >= BIN_DEAD_ZONE:
+            return v
+
+
 @dataclass(frozen=True)
 class ShapeObject:
     """One object's attributes and geometry, in resolution-free units (image spans [0, 1]^2, y down)."""
@@ -114,12 +130,12 @@ class ShapeObject:
     @property
     def x_bin(self) -> int:
         """Column of the 3x3 grid cell holding the centre (0 left .. 2 right)."""
-        return min(int(self.cx * 3), 2)
+        return grid_bin(self.cx)
 
     @property
     def y_bin(self) -> int:
         """Row of the 3x3 grid cell holding the centre (0 top .. 2 bottom)."""
-        return min(int(self.cy * 3), 2)
+        return grid_bin(self.cy)
 
     def vertices(self, image_size: int) -> np.ndarray:
         """Polygon vertices in pixel coordinates (pixel centres at integers)."""

@@ -19,12 +19,11 @@ from torch.utils.data import Dataset
 from ..config import Config, require_choice
 
 
-def _shapes(cfg: Config, split: str, size: int | None) -> Dataset:
-    from .shapes import ShapesDataset
-
+def _scenes(cfg: Config, split: str, size: int | None, cls: type) -> Dataset:
+    """A generated scene dataset (shapes, fashion-scenes): its train split is ``data.train_size`` scenes."""
     if split == "train" and size is None:
         size = cfg.data.train_size
-    return ShapesDataset(
+    return cls(
         split=split,
         image_size=cfg.data.image_size,
         seed=cfg.seed,
@@ -32,21 +31,18 @@ def _shapes(cfg: Config, split: str, size: int | None) -> Dataset:
         min_objects=cfg.data.min_objects,
         max_objects=cfg.data.max_objects,
     )
+
+
+def _shapes(cfg: Config, split: str, size: int | None) -> Dataset:
+    from .shapes import ShapesDataset
+
+    return _scenes(cfg, split, size, ShapesDataset)
 
 
 def _fashion_scenes(cfg: Config, split: str, size: int | None) -> Dataset:
     from .fashion_scenes import FashionScenes
 
-    if split == "train" and size is None:
-        size = cfg.data.train_size
-    return FashionScenes(
-        split=split,
-        image_size=cfg.data.image_size,
-        seed=cfg.seed,
-        size=size,
-        min_objects=cfg.data.min_objects,
-        max_objects=cfg.data.max_objects,
-    )
+    return _scenes(cfg, split, size, FashionScenes)
 
 
 def _jsonl(cfg: Config, split: str, size: int | None) -> Dataset:
