@@ -45,6 +45,7 @@ from .distributed import (
 )
 from .monitors import DeadZoneAlarm, FixedBatchMonitor
 from .online_probe import OnlineProbe
+from .optim import build_optimizer
 from .schedules import lr_at, wd_at
 from .step import TrainingDiverged, as_float, autocast_for, grad_clip, train_step
 
@@ -143,9 +144,7 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     method = build_method(cfg).to(device)
     # Shard (FSDP) or wrap (DDP) before the optimizer exists: FSDP replaces the parameters it shards.
     wrapped = wrap_for_training(method, ctx, device, cfg.train.strategy)
-    optimizer = torch.optim.AdamW(
-        method.param_groups(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
-    )
+    optimizer = build_optimizer(method, cfg, device)
     start_step = 0
     if resume:
         state = load_checkpoint(latest, map_location=device)
