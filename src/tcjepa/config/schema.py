@@ -138,6 +138,7 @@ class TrainConfig:
     # Recompute each transformer block's activations in backward instead of storing them (context encoder and
     # predictor): less memory, about one more forward of compute, the same numbers.
     activation_checkpointing: bool = False
+    tensorboard: bool | None = None  # event files beside metrics.jsonl; None: on when tensorboard is installed
 
 
 @dataclass

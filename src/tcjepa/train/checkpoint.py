@@ -34,6 +34,7 @@ RESUMABLE_CHANGES = (
     "train.steps",
     "train.strategy",  # checkpoints hold full (unsharded) state whichever strategy wrote them
     "train.activation_checkpointing",  # recomputes the same activations: memory, not arithmetic
+    "train.tensorboard",
 )
 
 
