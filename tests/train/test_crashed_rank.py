@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import torchrun_env
 
 # Runs the real command line with one change: rank 1's step 2 raises, as a bug or a bad sample would.
 LAUNCHER = """
@@ -26,14 +25,6 @@ loop.train_step = failing_step
 from tcjepa.app.cli import main
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def torchrun_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # this venv's torchrun
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 def test_a_rank_that_raises_ends_the_job_naming_the_failure(tmp_path: Path) -> None:
