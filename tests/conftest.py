@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -135,3 +137,14 @@ class NanGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad * float("nan")
+
+
+def torchrun_env() -> dict[str, str]:
+    """The environment for running torchrun (or a script that calls it) on this checkout: its sources on
+    PYTHONPATH, this interpreter's bin folder (its ``torchrun``) first on PATH, one OpenMP thread."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "src"), str(root), env.get("PYTHONPATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env

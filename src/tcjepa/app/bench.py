@@ -25,6 +25,7 @@ from ..flops import Shapes, text_encoder_forward, training_step
 from ..methods import METHODS, build_method
 from ..methods.ijepa import encoder_spec
 from ..train.loop import pick_device
+from ..train.optim import build_optimizer
 from ..train.step import TrainingDiverged, autocast_for, grad_clip, train_step
 from ..train.timing import PhaseTimers
 
@@ -185,7 +186,7 @@ def run_bench(
     for name in methods:
         torch.manual_seed(cfg.seed)
         m = build_method(replace(cfg, method=name)).to(device)
-        opt = torch.optim.AdamW(m.param_groups(), lr=cfg.optim.lr)
+        opt = build_optimizer(m, cfg, device)  # the loop's AdamW (fused on CUDA)
         forward = torch.compile(m) if cfg.train.compile else m  # as the loop does
         for i in range(2):  # warm-up: allocator, kernels, compile
             loop_step(cfg, m, opt, batches[i % n_batches], i, forward=forward)

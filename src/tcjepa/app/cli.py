@@ -30,6 +30,16 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    # Under torchrun, a rank's exception is written to torchrun's error file, so the job's failure summary names
+    # it (rank, message, traceback) rather than a bare exit code.
+    if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        return _pretrain_command(args)
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(_pretrain_command)(args)
+
+
+def _pretrain_command(args: argparse.Namespace) -> int:
     from ..train.loop import pretrain
 
     cfg = _config(args)

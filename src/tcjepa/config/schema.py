@@ -135,6 +135,10 @@ class TrainConfig:
     online_probe: bool = True  # with the monitors: a cheap linear probe and the pointing game (shapes only)
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
     strategy: str = "ddp"  # ddp|fsdp under torchrun (several processes); ignored in one process
+    # Recompute each transformer block's activations in backward instead of storing them (context encoder and
+    # predictor): less memory, about one more forward of compute, the same numbers.
+    activation_checkpointing: bool = False
+    tensorboard: bool | None = None  # event files beside metrics.jsonl; None: on when tensorboard is installed
 
 
 @dataclass

@@ -56,6 +56,8 @@ class IJEPA(Method):
             conditioning=p.conditioning,
             cond_layers=p.cond_layers,
         )
+        # The trained modules only (the EMA target runs under no_grad and stores nothing for backward).
+        self.context_encoder.checkpointing = self.predictor.checkpointing = cfg.train.activation_checkpointing
 
     @property
     def encoder(self) -> VisionTransformer:

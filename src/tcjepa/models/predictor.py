@@ -28,7 +28,7 @@ from .conditioning import (
     build_conditioner,
     conditioner_class,
 )
-from .vit import MLP, Attention, gather_tokens, init_weights, rescale_residual_branches, sincos_pos_embed
+from .vit import MLP, Attention, gather_tokens, init_weights, rescale_residual_branches, run_block, sincos_pos_embed
 
 
 class PredictorBlock(nn.Module):
@@ -102,6 +102,7 @@ class Predictor(nn.Module):
         self.blocks = nn.ModuleList(PredictorBlock(dim, num_heads, mlp_ratio, site(i)) for i in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.out = nn.Linear(dim, enc_dim)
+        self.checkpointing = False  # recompute block activations in backward (vit.run_block)
         make_input = site(None)
         self.cond_input = make_input() if make_input is not None else None
         init_weights(self)
@@ -168,7 +169,7 @@ class Predictor(nn.Module):
         key_mask, query_mask = self._masks(b, m, kc, kt, extra, ctx_valid, extra_valid, ctx_idx.device)
         outputs = []
         for block in self.blocks:
-            x, out = block(x, text, b, key_mask)
+            x, out = run_block(block, self.checkpointing, x, text, b, key_mask)
             if out is not None:
                 out.query_mask = query_mask
                 out.prefix = extra

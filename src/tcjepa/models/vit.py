@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 # (embed_dim, depth, num_heads, mlp_ratio)
 VIT_SIZES: dict[str, tuple[int, int, int, float]] = {
@@ -139,6 +141,15 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def run_block(block: nn.Module, checkpointed: bool, *args: Any) -> Any:
+    """``block(*args)``; when ``checkpointed`` and a graph is being built, only the inputs are kept and the
+    block's activations are recomputed in backward (``train.activation_checkpointing``): the same numbers
+    for about one more forward of compute. Non-reentrant, so any inputs and outputs (dataclasses) work."""
+    if checkpointed and torch.is_grad_enabled():
+        return checkpoint(block, *args, use_reentrant=False)
+    return block(*args)
+
+
 def init_weights(module: nn.Module) -> None:
     """I-JEPA init: truncated normal (std 0.02) for linear/conv weights, zero biases, unit LayerNorms."""
     for m in module.modules():
@@ -173,6 +184,7 @@ class VisionTransformer(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
         self.blocks = nn.ModuleList(Block(d, spec.num_heads, spec.mlp_ratio) for _ in range(spec.depth))
         self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.checkpointing = False  # recompute block activations in backward (see run_block)
         init_weights(self)
         rescale_residual_branches(self.blocks)
 
@@ -206,7 +218,7 @@ class VisionTransformer(nn.Module):
         if keep is not None:
             x = gather_tokens(x, keep)
         for block in self.blocks:
-            x = block(x, keep_valid)
+            x = run_block(block, self.checkpointing, x, keep_valid)
         return self.norm(x)
 
     def intermediate_layers(self, images: torch.Tensor, n_last: int) -> list[torch.Tensor]:

@@ -33,6 +33,8 @@ RESUMABLE_CHANGES = (
     "text.store",
     "train.steps",
     "train.strategy",  # checkpoints hold full (unsharded) state whichever strategy wrote them
+    "train.activation_checkpointing",  # recomputes the same activations: memory, not arithmetic
+    "train.tensorboard",
 )
 
 

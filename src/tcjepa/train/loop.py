@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -45,8 +45,10 @@ from .distributed import (
 )
 from .monitors import DeadZoneAlarm, FixedBatchMonitor
 from .online_probe import OnlineProbe
+from .optim import build_optimizer
 from .schedules import lr_at, wd_at
 from .step import TrainingDiverged, as_float, autocast_for, grad_clip, train_step
+from .tensorboard import open_tensorboard
 
 log = logging.getLogger("tcjepa.train")
 
@@ -143,9 +145,7 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     method = build_method(cfg).to(device)
     # Shard (FSDP) or wrap (DDP) before the optimizer exists: FSDP replaces the parameters it shards.
     wrapped = wrap_for_training(method, ctx, device, cfg.train.strategy)
-    optimizer = torch.optim.AdamW(
-        method.param_groups(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
-    )
+    optimizer = build_optimizer(method, cfg, device)
     start_step = 0
     if resume:
         state = load_checkpoint(latest, map_location=device)
@@ -222,7 +222,11 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     window = _WindowStats()
     init_share = ema_init_share(cfg, start_step)  # updated by each step's momentum below
     step = start_step
-    with open(metrics_path, "a") if ctx.is_main else nullcontext() as metrics_file:
+    board = open_tensorboard(cfg.train.tensorboard, run_dir, start_step) if ctx.is_main else None
+    with (
+        open(metrics_path, "a") if ctx.is_main else nullcontext() as metrics_file,
+        closing(board) if board is not None else nullcontext(),  # flushed and closed even when a step fails
+    ):
         for step, batch in zip(range(start_step, cfg.train.steps), loader):
             lr, wd = lr_at(cfg, step), wd_at(cfg, step)
             for group in optimizer.param_groups:
@@ -275,6 +279,8 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
                     record["dead_zone"] = int(alarm.update(record))
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
+                    if board is not None:
+                        board.write(record)
                     bar.set_postfix(loss=f"{float(result.loss):.4f}", img_s=f"{record['img_per_s']:.0f}")
                 window_start, window_images = time.perf_counter(), 0
             if cfg.train.ckpt_every and (step + 1) % cfg.train.ckpt_every == 0:

@@ -16,7 +16,7 @@ gradient norm to one device bool and reads it once, before ``optimizer.step()``:
 one pipeline drain per step (the host waits for backward, then launches the optimizer), where the former
 code drained twice (loss, then gradient norm). Skipping the update on the device and reading a flag only
 on logging and saving steps would avoid the drain, but is exact only with a fused optimizer taking
-``found_inf`` (whose arithmetic differs from the foreach AdamW the runs and fingerprints use) plus an
+``found_inf`` (the fused AdamW used on CUDA could; on CPU it would change the fingerprinted arithmetic) plus an
 EMA gated on the flag and a device record of the first bad step; an approximate skip (zeroed gradients)
 would still apply weight decay and momentum. Until a GPU profile shows the drain matters, the simple
 check that is exactly right is the one used. The loop reads the loss and gradient norm as numbers only on
