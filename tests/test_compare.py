@@ -256,3 +256,21 @@ def test_sweep_overrides_take_a_list_or_a_mapping(tmp_path) -> None:
     with pytest.raises(ConfigError, match="key=value"):
         load_sweep(str(bad))
     assert "fashion-methods" in sweeps() and "data.name=fashion-scenes" in load_sweep("fashion-methods").overrides
+
+
+def test_the_contrastive_sweep_plans_four_methods_on_the_compare_base(tmp_path) -> None:
+    """Dry: the arms and their configs for 3 seeds, validated as run_compare would, nothing trained."""
+    plan = load_sweep("contrastive")
+    assert plan.base == "compare" and plan.floor
+    assert [a.label for a in plan.arms] == ["I-JEPA", "TC-JEPA", "CLIP", "SigLIP"]
+    cfgs = {(s, a.slug): compare.arm_config(plan, a, s, tmp_path, []) for s in range(3) for a in plan.arms}
+    assert len({c.run.dir for c in cfgs.values()}) == 12
+    assert [cfgs[(0, a.slug)].method for a in plan.arms] == ["ijepa", "tcjepa", "clip", "siglip"]
+    for seed in range(3):  # equal budget and image encoder in every arm
+        same = {
+            (c.train.steps, c.train.batch_size, c.model.encoder.embed_dim, c.data.image_size, c.seed)
+            for (s, _), c in cfgs.items()
+            if s == seed
+        }
+        assert len(same) == 1
+    assert not list(tmp_path.iterdir())  # planning writes nothing

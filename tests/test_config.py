@@ -93,11 +93,15 @@ def test_method_names_come_from_the_registry() -> None:
     # config sits below the registry, so the method is checked where the registry lives, with the same message.
     cfg = load_config(TINY, ["method=tcjepaa"])
     with pytest.raises(
-        ConfigError, match=r"'method' must be one of ijepa, tcjepa; got 'tcjepaa' \(did you mean 'tcjepa'"
+        ConfigError, match=r"'method' must be one of ijepa, tcjepa, clip, siglip; got 'tcjepaa' \(did you mean 'tcjepa'"
     ):
         check_config(cfg)
     with pytest.raises(ConfigError, match="method=tcjepa needs text.num_captions >= 1"):
         check_config(load_config(TINY, ["text.num_captions=0"]))
+    with pytest.raises(ConfigError, match="method=clip needs text.num_captions >= 1"):
+        check_config(load_config(TINY, ["method=clip", "text.num_captions=0"]))
+    with pytest.raises(ConfigError, match="text_width \\(64\\) must be divisible"):
+        check_config(load_config(TINY, ["method=siglip", "model.contrastive.text_heads=3"]))
     check_config(load_config(TINY, ["method=ijepa", "text.num_captions=0"]))
     with pytest.raises(
         ConfigError, match=r"'model.encoder.size' must be one of tiny, .*, custom; got 'bse' \(did you mean 'base'"

@@ -98,6 +98,14 @@ def test_capabilities_have_the_members_they_promise(setup) -> None:
             assert float(true.detach()) != float(shuffled.detach())
         torch.testing.assert_close(true, method(batch).terms["loss_pred"], rtol=0, atol=0)
     assert method.grounded == type(method).grounded_for(method.cfg)
+    if method.contrastive:  # one image-text space: what retrieval and zero-shot evaluation read
+        assert method.batch_spec(method.cfg).text == "states"
+        with torch.no_grad():
+            img = method.embed_images(batch["images"])
+            txt = method.embed_texts(batch["text"][:, 0], batch["text_mask"][:, 0])
+        assert img.shape == txt.shape == (batch["images"].shape[0], img.shape[1])
+        torch.testing.assert_close(img.norm(dim=1), torch.ones(len(img)))
+        torch.testing.assert_close(txt.norm(dim=1), torch.ones(len(txt)))
     if method.grounded:
         assert method.text_conditioned
         cos = patch_word_cosines(method, batch["images"], TextInputs.from_batch(batch))

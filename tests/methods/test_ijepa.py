@@ -115,7 +115,7 @@ def test_param_groups(method) -> None:
 
 
 def test_build_method_checks_its_arguments(tiny_cfg) -> None:
-    assert set(METHODS) == {"ijepa", "tcjepa"}
+    assert set(METHODS) == {"ijepa", "tcjepa", "clip", "siglip"}
     # The text width comes from the config when not given (hashed encoder of the tiny preset: 32).
     assert build_method(tiny_cfg("method=tcjepa")).predictor.blocks[0].cond.k.in_features == 32
     with pytest.raises(ConfigError, match="did you mean 'ijepa'"):

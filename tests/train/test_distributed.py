@@ -47,10 +47,22 @@ def _assert_same_weights(a: dict, b: dict) -> None:
     assert a["step"] == b["step"]
     assert a["method"].keys() == b["method"].keys()
     for key, value in a["method"].items():
-        torch.testing.assert_close(value, b["method"][key], atol=1e-5, rtol=1e-5, msg=key)
+        other = b["method"][key]
+        if key.startswith("text_head.") and key.endswith("attn.qkv.bias"):
+            # The key bias shifts every logit of a query alike, so softmax ignores it: its gradient is zero
+            # but for rounding, which differs with the split, and Adam scales that noise up to full steps.
+            # The contrastive text head's noise is large enough to show within 4 steps; compare q and v.
+            width = value.shape[0] // 3
+            value, other = (
+                torch.cat([value[:width], value[2 * width :]]),
+                torch.cat([other[:width], other[2 * width :]]),
+            )
+        torch.testing.assert_close(value, other, atol=1e-5, rtol=1e-5, msg=key)
 
 
-@pytest.mark.parametrize("method", ["ijepa", "tcjepa"])
+# clip and siglip: features gathered from both ranks with their gradient, so the negatives are the global
+# batch's and DDP's averaged gradient is the one-process gradient (losses/contrastive.py).
+@pytest.mark.parametrize("method", ["ijepa", "tcjepa", "clip", "siglip"])
 def test_two_rank_ddp_equals_one_process_on_the_global_batch(tmp_path: Path, method: str) -> None:
     one = _run(1, tmp_path / "one", f"method={method}")
     two = _run(2, tmp_path / "two", f"method={method}")
@@ -80,7 +92,7 @@ def test_batch_not_divisible_by_ranks_is_refused(tmp_path: Path) -> None:
         _run(2, tmp_path / "odd", "train.batch_size=7")
 
 
-@pytest.mark.parametrize("method", ["ijepa", "tcjepa"])
+@pytest.mark.parametrize("method", ["ijepa", "tcjepa", "clip"])
 def test_two_rank_fsdp_equals_one_process(tmp_path: Path, method: str) -> None:
     """FSDP2 shards blocks, encoders (the EMA target too) and predictor; the step is still the same step."""
     one = _run(1, tmp_path / "one", f"method={method}")

@@ -116,16 +116,13 @@ def eval_target(path: str | Path, encoder: str = "target"):
             module = method.context_encoder
         else:
             module = method.encoder
-        cache = build_caption_cache(cfg) if method.text_conditioned else None
+        # Word states for the pointing game (grounded methods) and the text tower (contrastive ones).
+        reads_text = method.text_conditioned or method.contrastive
+        cache = build_caption_cache(cfg) if reads_text else None
         step = checkpoint_step(path)
-        info = {
-            "method": cfg.method,
-            "data": cfg.data.name,
-            "step": step,
-            "run": str(path),
-            "encoder": encoder,
-            "ema_init_share": logged_ema_init_share(path, step),
-        }
+        info = {"method": cfg.method, "data": cfg.data.name, "step": step, "run": str(path), "encoder": encoder}
+        if method.has_ema_target:  # the share of the random init left in the EMA target: none without one
+            info["ema_init_share"] = logged_ema_init_share(path, step)
         name = path.name if encoder == "target" else f"{path.name} (context encoder)"
         return EvalTarget(module, cfg.data.image_size, name, method, cache, info)
     if is_exported_encoder(path):

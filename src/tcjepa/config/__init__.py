@@ -16,6 +16,7 @@ from .parse import PRESET_DIR, all_keys, config_from_dict, load_config, parse_ov
 from .schema import (
     EMA_INIT_SHARE_WARN,
     Config,
+    ContrastiveConfig,
     DataConfig,
     EncoderConfig,
     LossConfig,
@@ -36,6 +37,7 @@ __all__ = [
     "PRESET_DIR",
     "Config",
     "ConfigError",
+    "ContrastiveConfig",
     "DataConfig",
     "EncoderConfig",
     "LossConfig",

@@ -179,6 +179,9 @@ def validate(cfg: Config) -> None:
     f = cfg.optim.warmup_fraction
     _check(0 <= f < 1, f"config key 'optim.warmup_fraction' must satisfy 0 <= fraction < 1, got {f}")
     _check(cfg.loss.sparse_topk >= 1, "config key 'loss.sparse_topk' must be >= 1")
+    c = cfg.model.contrastive
+    _check(c.embed_dim >= 1, f"config key 'model.contrastive.embed_dim' must be >= 1, got {c.embed_dim}")
+    _check(c.text_depth >= 0, f"config key 'model.contrastive.text_depth' must be >= 0, got {c.text_depth}")
     _check(
         cfg.text.encoder in ("minilm", "hashed") or cfg.text.encoder.startswith("hf:"),
         f"config key 'text.encoder' must be minilm, hashed or hf:PATH; got {cfg.text.encoder!r}",

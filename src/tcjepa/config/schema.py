@@ -42,9 +42,20 @@ class PredictorConfig:
 
 
 @dataclass
+class ContrastiveConfig:
+    """The two towers' heads of the contrastive baselines (method=clip|siglip); JEPA methods ignore it."""
+
+    embed_dim: int = 128  # width of the shared image-text space
+    text_depth: int = 1  # transformer blocks over the frozen word states (0: pool the states directly)
+    text_width: int | None = None  # default: the image encoder's width
+    text_heads: int | None = None  # default: the image encoder's head count
+
+
+@dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
 
 
 @dataclass

@@ -17,7 +17,7 @@ def _pct(x: float | None) -> str:
 
 
 ENCODER_WORDS = {
-    "target": "the EMA target encoder (what downstream users get)",
+    "target": "the encoder downstream users get (for JEPA methods the EMA target encoder)",
     "context": "the context encoder (trained by gradient; not the EMA copy)",
 }
 
@@ -151,4 +151,28 @@ def eval_markdown(result: dict) -> str:
                     f"| {kind} words | | {_pct(m[f'grounding/pointing_{kind}'])} | "
                     f"{_pct(chance(f'grounding/pointing_{kind}'))} |"
                 )
+    lines += _image_text(m)
     return "\n".join(lines) + "\n"
+
+
+def _image_text(m: dict) -> list[str]:
+    """Retrieval and zero-shot rows; n/a where the encoder has no text space (the keys are absent)."""
+    lines = [
+        "",
+        "## Image-text (`shapes` test scenes; contrastive methods' own text tower)",
+        "",
+        "Retrieval: one caption per scene, its summary sentence; a hit is any item with the same sentence. "
+        "Zero-shot: colour and shape of the largest object from caption-template prompts.",
+        "",
+        "| metric | value | chance |",
+        "|---|---|---|",
+    ]
+    rows = [f"retrieval/{d}/r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)] + ["zeroshot/colour", "zeroshot/shape"]
+    for key in rows:
+        if key in m:
+            lines.append(f"| {key} | {_pct(m[key])} | {_pct(m.get(f'chance/{key}'))} |")
+        else:
+            lines.append(f"| {key} | n/a | n/a |")
+    if not any(key in m for key in rows):
+        lines += ["", "n/a: the encoder has no text space (JEPA methods), so these do not apply."]
+    return lines

@@ -11,7 +11,9 @@ Metric names are flat and stable (``report.json`` and plots key on them):
 ``dense/<target>/miou``, ``fashion/linear`` (test) and ``fashion/linear/val``, ``fashion/knn/k<k>``,
 ``fscene/<task>/<set>`` and ``dense/garment/miou`` on `fashion-scenes` (Fashion-MNIST items on a canvas, 2-4
 per scene; ``heldout`` scenes pair classes never seen together), ``health/<stat>``, ``grounding/pointing``
-(TC-JEPA runs; on the scenes the run trained on), each ``<name>`` with a ``chance/<name>`` where
+(TC-JEPA runs; on the scenes the run trained on), ``retrieval/{i2t,t2i}/r<k>`` and ``zeroshot/{colour,shape}``
+(methods with an image-text space, ``eval/image_text.py``; absent for the others), each ``<name>`` with a
+``chance/<name>`` where
 chance is defined. ``<set>`` is ``val``, ``test`` or ``heldout``; tune on ``val`` only (it is the accuracy
 of the head the probe picked on val, so slightly optimistic), and read ``test``/``heldout`` once.
 ``data/heldout_largest_share`` is the share of heldout scenes whose largest object is the held-out pair
@@ -185,7 +187,20 @@ def evaluate(
         )
         metrics["grounding/pointing_centred"] = centred.accuracy
         metrics["chance/grounding/pointing_centred"] = centred.chance
+    if has_text_space(target):
+        from .image_text import image_text_metrics
+
+        n = suite.shapes["test"]
+        metrics.update(image_text_metrics(target.method, target.cache, target.image_size, n, EVAL_SEED, device))
     return metrics
+
+
+def has_text_space(target: EvalTarget) -> bool:
+    """A run of a contrastive method, with its caption cache: retrieval and zero-shot apply."""
+    return target.method is not None and target.cache is not None and bool(target.method.contrastive)
+
+
+NO_TEXT_SPACE = "not applicable: the encoder has no text space (retrieval and zero-shot are absent, not zero)"
 
 
 def _dense_probes(feats: dict[str, Features], targets: dict[str, tuple[str, int]]) -> dict[str, float]:
@@ -301,6 +316,9 @@ def settings(target: EvalTarget, suite: Suite, last4: bool, seconds: float) -> d
         "image_size": target.image_size,
         "seconds": round(seconds, 1),
         "machine": f"{platform.machine()} x{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "image_text": "shapes test scenes, summary caption, own text tower"
+        if has_text_space(target)
+        else NO_TEXT_SPACE,
         **target.info,
     }
 

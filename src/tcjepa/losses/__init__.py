@@ -1,4 +1,3 @@
-"""Loss functions, free of configs and trainers: the JEPA prediction loss and the sparsity family.
-
-Contrastive losses (with their cross-rank gather) will live here too, beside what they share.
+"""Loss functions, free of configs and trainers: the JEPA prediction loss, the sparsity family, and the
+contrastive losses of the CLIP and SigLIP baselines with their cross-rank gather (``contrastive.py``).
 """

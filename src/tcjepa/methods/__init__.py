@@ -10,10 +10,11 @@ from ..config import Config, require_choice
 from ..data.captions import text_dim_for
 from ..models.vit import VIT_SIZES
 from .base import BatchSpec, Method, StepOutput
+from .contrastive import CLIP, ContrastiveMethod, SigLIP
 from .ijepa import IJEPA
 from .tcjepa import TCJEPA
 
-METHODS: dict[str, type[Method]] = {"ijepa": IJEPA, "tcjepa": TCJEPA}
+METHODS: dict[str, type[Method]] = {"ijepa": IJEPA, "tcjepa": TCJEPA, "clip": CLIP, "siglip": SigLIP}
 
 
 def method_class(name: str) -> type[Method]:
@@ -31,19 +32,25 @@ def check_config(cfg: Config) -> type[Method]:
 
 
 def build_method(cfg: Config, text_dim: int | None = None) -> Method:
-    """``text_dim`` (the text encoder's word-state width) is resolved from the config when not given."""
+    """``text_dim`` (the text encoder's word-state width) is resolved from the config when not given.
+
+    A method that reads word states (its ``BatchSpec.text`` is ``states``) is built with their width.
+    """
     cls = check_config(cfg)
-    if cls.text_conditioned:
+    if cls.batch_spec(cfg).text == "states":
         return cls(cfg, text_dim if text_dim is not None else text_dim_for(cfg))
     return cls(cfg)
 
 
 __all__ = [
+    "CLIP",
     "IJEPA",
     "METHODS",
     "TCJEPA",
     "BatchSpec",
+    "ContrastiveMethod",
     "Method",
+    "SigLIP",
     "StepOutput",
     "build_method",
     "check_config",

@@ -123,6 +123,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
 # cut contexts to the batch minimum; one saved before ``train.accum_steps`` did not accumulate; one saved
 # before ``data.path`` read no files (nor shards: ``data.resampled`` and the rest).
 LEGACY_VALUES = {
+    # The contrastive baselines' heads came later; JEPA runs saved before them never read these keys.
+    "model.contrastive.embed_dim": 128,
+    "model.contrastive.text_depth": 1,
+    "model.contrastive.text_heads": None,
+    "model.contrastive.text_width": None,
     "data.epoch_samples": 0,
     "data.path": "",
     "data.resampled": False,

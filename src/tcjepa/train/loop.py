@@ -165,7 +165,8 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
         start_step = state["step"]
         log.info("resumed %s at step %d", run_dir, start_step)
     if ctx.is_main:
-        _warn_ema_horizon(cfg)
+        if method.has_ema_target:
+            _warn_ema_horizon(cfg)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
     metrics_path = run_dir / "metrics.jsonl"
@@ -268,13 +269,13 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
                         **logged,
                         "lr": lr,
                         "wd": wd,
-                        "ema": ema_at(cfg, step),
-                        "ema_init_share": init_share,  # after this step's update
                         "grad_norm": float(result.grad_norm),
                         **result.grad_stats,
                         "img_per_s": window_images / max(elapsed, 1e-9),
                         **data_stats,
                     }
+                    if method.has_ema_target:  # a method without an EMA target has no momentum to log
+                        record.update(ema=ema_at(cfg, step), ema_init_share=init_share)  # after this step's update
                     record.update(monitored)
                     record["dead_zone"] = int(alarm.update(record))
                     metrics_file.write(json.dumps(record) + "\n")
