@@ -219,11 +219,12 @@ def test_the_stream_counts_skips_and_keeps_batches_a_function_of_the_step(tmp_pa
         batch = stream[step]
         assert batch["images"].shape == (4, 3, 32, 32)
         assert batch["stats"]["data_skipped"] == float(stream.indices(step).count(2))
+        assert batch["stats"].get("data_undecodable_skipped", 0.0) == batch["stats"]["data_skipped"]
         again = PretrainStream(cfg, text_spec(cfg))[step]
         assert torch.equal(again["images"], batch["images"]) and again["captions"] == batch["captions"]
         skips += batch["stats"]["data_skipped"]
     assert skips == 2  # 12 draws over two epochs of 6 images: index 2 comes up twice
-    raising = PretrainStream(_cfg(folder, "train.batch_size=4"), text_spec(cfg))
+    raising = PretrainStream(_cfg(folder, "data.on_error=raise", "train.batch_size=4"), text_spec(cfg))
     step = next(s for s in range(3) if 2 in raising.indices(s))
     with pytest.raises(BadSample, match=names[2]):
         raising[step]

@@ -28,7 +28,7 @@ def test_tiny_preset_trains_on_a_captioned_folder_and_counts_skipped_images(tmp_
     assert records[-1]["data_skipped_total"] == sum(r["data_skipped"] for r in records) >= 1
     assert "rankme" in records[-1] and "text_usage" in records[-1]  # the monitors ran on the val images
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 3
-    # With the default data.on_error=raise the same folder stops the run, naming the file.
+    # With data.on_error=raise the same folder stops the run, naming the file.
     capsys.readouterr()
-    assert main([*common, f"run.dir={tmp_path / 'strict'}"]) == 1
+    assert main([*common, f"run.dir={tmp_path / 'strict'}", "data.on_error=raise"]) == 1
     assert f"tcjepa: error: {folder / train[5]}: cannot decode image" in capsys.readouterr().err

@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RuntimeError as e:
         # CheckpointError, TrainingDiverged and other failures that carry a message meant for a person.
-        if type(e).__name__ in ("CheckpointError", "TrainingDiverged"):
+        if type(e).__name__ in ("CheckpointError", "TrainingDiverged", "TooManySkipped"):
             print(f"tcjepa: error: {e}", file=sys.stderr)
             return 1
         raise

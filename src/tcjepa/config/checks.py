@@ -159,6 +159,10 @@ def validate(cfg: Config) -> None:
     _check_range("mask.target_scale", cfg.mask.target_scale)
     _check_range("data.crop_scale", cfg.data.crop_scale)
     _check_data_path(cfg.data.name, cfg.data.path)
+    _check(
+        0.0 <= cfg.data.max_skipped_fraction <= 1.0,
+        f"config key 'data.max_skipped_fraction' must be in [0, 1], got {cfg.data.max_skipped_fraction}",
+    )
     a, b = cfg.mask.target_aspect
     _check(0 < a <= b, f"config key 'mask.target_aspect' must satisfy 0 < low <= high, got [{a}, {b}]")
     for key in (

@@ -71,7 +71,8 @@ class DataConfig:
     max_objects: int = 4
     crop_scale: tuple[float, float] = (1.0, 1.0)  # random-resized-crop area range; (1, 1) = no crop
     num_workers: int = 1
-    on_error: str = "raise"  # raise|skip for unreadable samples in real-data formats
+    on_error: str = "skip"  # raise|skip for unreadable samples in real-data formats (skip: replaced, counted)
+    max_skipped_fraction: float = 0.05  # with skip: stop the run when more of the images seen were unreadable
     # webdataset only (tcjepa/data/shards.py): draw samples with replacement, by source weight, in virtual
     # epochs of epoch_samples (0: the split's size); otherwise shard_window shards mix per window (0: all).
     resampled: bool = False

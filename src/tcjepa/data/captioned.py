@@ -3,7 +3,8 @@
 One map-style dataset over a :class:`~tcjepa.data.caption_index.CaptionIndex` split. Items follow the
 shapes format (``image`` (3, S, S) float in [0, 1], ``captions`` one sentence each, ``labels`` empty,
 ``index``) plus ``skipped``: how many unreadable samples were passed over to produce it, which the stream
-sums into ``stats["data_skipped"]``.
+sums into ``stats["data_skipped"]``, and, when any were, ``skip_reasons`` (reason -> count, see
+``decode.SKIP_REASONS``), summed into ``stats["data_<reason>_skipped"]``.
 
 An image that cannot be decoded raises :class:`BadSample` naming the file (``data.on_error=raise``, the
 default), or is replaced by the next readable sample of the split, wrapping at the end (``skip``). The
@@ -51,17 +52,22 @@ class SkipUnreadable(Dataset):
         if not 0 <= index < n:
             raise IndexError(f"index {index} is out of range for the {n} images of the {self.split} split")
         first: BadSample | None = None
+        reasons: dict[str, int] = {}
         for tries in range(min(n, MAX_TRIES)):
             row = (index + tries) % n
             try:
                 image, captions = self._load(row)
             except BadSample as e:
                 if self.on_error == "raise":
-                    raise BadSample(f"{e}; pass data.on_error=skip to train past unreadable images") from None
+                    raise BadSample(f"{e}; pass data.on_error=skip to train past unreadable images", e.reason) from None
                 first = first or e
+                reasons[e.reason] = reasons.get(e.reason, 0) + 1
                 self._log_skip(e)
                 continue
-            return {"image": image, "captions": captions, "labels": {}, "index": row, "skipped": tries}
+            item = {"image": image, "captions": captions, "labels": {}, "index": row, "skipped": tries}
+            if reasons:
+                item["skip_reasons"] = reasons
+            return item
         raise BadSample(
             f"{self.source}: {min(n, MAX_TRIES)} samples in a row from index {index} of the {self.split} split "
             f"are unreadable (the first: {first}); check data.path, or run `tcjepa data validate` on it"

@@ -24,8 +24,17 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _SIXTEEN_BIT = 65535 / 255  # 16-bit code values per 8-bit step: 65535 -> 255, 32768 -> 128
 
 
+# Why a sample could not be used: the counters ``data_<reason>_skipped`` in metrics.jsonl are per reason.
+SKIP_REASONS = ("missing", "empty", "undecodable", "bad_captions", "shard")
+
+
 class BadSample(ValueError):
-    """A sample (an image file or an index entry) that cannot be used; the message names it and the fault."""
+    """A sample (an image file or an index entry) that cannot be used; the message names it and the fault,
+    ``reason`` (one of SKIP_REASONS) says which kind of fault, for the per-reason skip counters."""
+
+    def __init__(self, message: str, reason: str = "undecodable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 Source = str | os.PathLike | bytes
@@ -40,13 +49,13 @@ def _name(source: Source, name: str | None) -> str:
 def _open(source: Source, name: str) -> Image.Image:
     if isinstance(source, bytes):
         if not source:
-            raise BadSample(f"{name}: empty image data (0 bytes)")
+            raise BadSample(f"{name}: empty image data (0 bytes)", "empty")
         return Image.open(io.BytesIO(source))
     path = Path(source)
     if not path.is_file():
-        raise BadSample(f"{name}: no such image file" + (" (it is a folder)" if path.is_dir() else ""))
+        raise BadSample(f"{name}: no such image file" + (" (it is a folder)" if path.is_dir() else ""), "missing")
     if path.stat().st_size == 0:
-        raise BadSample(f"{name}: empty image file (0 bytes)")
+        raise BadSample(f"{name}: empty image file (0 bytes)", "empty")
     return Image.open(path)
 
 

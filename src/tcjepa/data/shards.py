@@ -47,19 +47,21 @@ def parse_captions(json_bytes: bytes | None, txt_bytes: bytes | None, name: str)
         try:
             entry = json.loads(json_bytes.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadSample(f"{name}.json: not UTF-8 JSON ({e})") from None
+            raise BadSample(f"{name}.json: not UTF-8 JSON ({e})", "bad_captions") from None
         if isinstance(entry, dict) and ("captions" in entry or "caption" in entry):
             captions, single = entry.get("captions", []), entry.get("caption")
             if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-                raise BadSample(f'{name}.json: "captions" must be a list of strings')
+                raise BadSample(f'{name}.json: "captions" must be a list of strings', "bad_captions")
             if single is not None and not isinstance(single, str):
-                raise BadSample(f'{name}.json: "caption" must be a string')
+                raise BadSample(f'{name}.json: "caption" must be a string', "bad_captions")
             return ([single] if single is not None else []) + captions
     if txt_bytes is not None:  # no captions in the .json (e.g. img2dataset's metadata): the .txt has them
         try:
             text = txt_bytes.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise BadSample(f"{name}.txt: not UTF-8 (byte 0x{txt_bytes[e.start]:02x} at offset {e.start})") from None
+            raise BadSample(
+                f"{name}.txt: not UTF-8 (byte 0x{txt_bytes[e.start]:02x} at offset {e.start})", "bad_captions"
+            ) from None
         return [line for line in text.splitlines() if line.strip()]
     return []
 
@@ -80,9 +82,9 @@ def read_sample(index: ShardIndex, i: int) -> tuple[bytes, list[str], str]:
         with open(index.path, "rb") as f:
             image, js, txt = (_read(f, span) for span in (index.image[i], index.json[i], index.txt[i]))
     except OSError as e:
-        raise BadSample(f"{name}: cannot read the shard ({e})") from None
+        raise BadSample(f"{name}: cannot read the shard ({e})", "shard") from None
     if len(image) != index.image[i][1]:
-        raise BadSample(f"{name}: the shard is shorter than its index says (changed since it was indexed?)")
+        raise BadSample(f"{name}: the shard is shorter than its index says (changed since it was indexed?)", "shard")
     return image, parse_captions(js, txt, name), name
 
 

@@ -76,6 +76,10 @@ class PretrainStream(Dataset):
         skipped = [s["skipped"] for s in samples if "skipped" in s]  # real-data sources (data.on_error=skip)
         if skipped:
             batch["stats"]["data_skipped"] = float(sum(skipped))
+        for s in samples:
+            for reason, count in s.get("skip_reasons", {}).items():
+                key = f"data_{reason}_skipped"
+                batch["stats"][key] = batch["stats"].get(key, 0.0) + count
         batch["step"] = step
         batch["stats"]["data_ms"] = 1000 * (time.perf_counter() - t0)
         return batch

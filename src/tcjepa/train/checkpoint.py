@@ -32,6 +32,7 @@ RESUMABLE_CHANGES = (
     "text.cache_dtype",
     "text.store",
     "train.steps",
+    "data.max_skipped_fraction",
     "train.strategy",  # checkpoints hold full (unsharded) state whichever strategy wrote them
     "train.activation_checkpointing",  # recomputes the same activations: memory, not arithmetic
     "train.tensorboard",

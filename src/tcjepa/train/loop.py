@@ -92,6 +92,39 @@ def _warn_ema_horizon(cfg: Config) -> None:
 COUNTER_SUFFIXES = ("_images", "_batch", "_dropped", "_captionless", "_skipped", "_misses")
 
 
+MIN_IMAGES_JUDGED = 512
+
+
+class TooManySkipped(RuntimeError):
+    """More of the images seen were unreadable than ``data.max_skipped_fraction`` allows."""
+
+
+def _check_skipped(cfg: Config, stats: dict[str, float], images_seen: int, latest: Path) -> None:
+    """Stop a run that is training on mostly substitutes (``data.on_error=skip`` replaces unreadable images)."""
+    skipped = stats.get("data_skipped_total", 0.0)
+    # Judged once enough images were read that a few bad ones early on cannot tip it.
+    if images_seen < MIN_IMAGES_JUDGED or skipped / images_seen <= cfg.data.max_skipped_fraction:
+        return
+    reasons = ", ".join(
+        f"{k.removeprefix('data_').removesuffix('_skipped_total')}: {v:.0f}"
+        for k, v in sorted(stats.items())
+        if k.startswith("data_") and k.endswith("_skipped_total") and k != "data_skipped_total"
+    )
+    kept = latest if latest.exists() else "(none yet)"
+    raise TooManySkipped(
+        f"{skipped:.0f} of the {images_seen} images read since the start of this run were unreadable and replaced "
+        f"({reasons or 'no reason recorded'}), more than data.max_skipped_fraction={cfg.data.max_skipped_fraction}. "
+        f"Check data.path with `tcjepa data validate`, or raise the threshold; the last checkpoint is kept at {kept}."
+    )
+
+
+def _log_counts(counts: dict[str, float]) -> None:
+    """The end-of-run summary of what was counted instead of passing silently (skips, fallbacks, drops)."""
+    shown = {k.removesuffix("_total"): v for k, v in sorted(counts.items()) if v}
+    if shown:
+        log.info("counted over the run: %s", ", ".join(f"{k}={v:.0f}" for k, v in shown.items()))
+
+
 class _WindowStats:
     """Means of the per-batch data statistics over a logging window, so no batch's fallback goes unseen."""
 
@@ -221,6 +254,7 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     )
     window_start, window_images = time.perf_counter(), 0
     window = _WindowStats()
+    run_counts: dict[str, float] = {}  # whole-run counters (``*_total``) as last logged, for the end summary
     init_share = ema_init_share(cfg, start_step)  # updated by each step's momentum below
     step = start_step
     board = open_tensorboard(cfg.train.tensorboard, run_dir, start_step) if ctx.is_main else None
@@ -258,6 +292,8 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
                 elapsed = time.perf_counter() - window_start
                 logged = combine_over_ranks({k: as_float(v) for k, v in result.metrics.items()}, ctx)
                 data_stats = combine_over_ranks(window.flush(), ctx, summed=COUNTER_SUFFIXES + ("_total",))
+                _check_skipped(cfg, data_stats, (step + 1 - start_step) * cfg.train.batch_size, latest)
+                run_counts = {k: v for k, v in data_stats.items() if k.endswith("_total")}
                 monitored: dict[str, float] = {}
                 if monitor is not None and (step % cfg.train.monitor_every == 0 or step == cfg.train.steps - 1):
                     monitored.update(monitor(method))
@@ -289,5 +325,7 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     bar.close()
     final_step = step + 1 if cfg.train.steps > start_step else start_step
     save(final_step)
+    if ctx.is_main:
+        _log_counts(run_counts if cfg.train.steps > start_step else {})
     barrier(ctx)  # no rank returns (and reads the run folder) before rank 0 has written the last checkpoint
     return run_dir
