@@ -274,3 +274,29 @@ def test_the_contrastive_sweep_plans_four_methods_on_the_compare_base(tmp_path) 
         }
         assert len(same) == 1
     assert not list(tmp_path.iterdir())  # planning writes nothing
+
+
+def test_the_conditioning_sweep_plans_every_conditioner_on_the_compare_base(tmp_path) -> None:
+    """Dry: each arm's config for 3 seeds is valid for its method (the link-free conditioners without the
+    regularisers), budgets and encoders are equal, nothing is trained or written."""
+    from tcjepa.methods import check_config
+    from tcjepa.models.conditioning import CONDITIONERS
+
+    plan = load_sweep("conditioning")
+    assert plan.base == "compare" and plan.floor
+    cfgs = {(s, a.label): compare.arm_config(plan, a, s, tmp_path, []) for s in range(3) for a in plan.arms}
+    assert len({c.run.dir for c in cfgs.values()}) == 3 * len(plan.arms) == 24
+    for cfg in cfgs.values():
+        check_config(cfg)  # what a run's start checks
+    tc = {label: c for (s, label), c in cfgs.items() if s == 0 and c.method == "tcjepa"}
+    assert {c.model.predictor.conditioning for c in tc.values()} == set(CONDITIONERS) - {"none"}
+    assert tc["words last"].model.predictor.cond_layers == "last"
+    assert tc["words"].loss.sparse_form != "none" and tc["words no reg"].loss.sparse_form == "none"
+    for seed in range(3):
+        same = {
+            (c.train.steps, c.train.batch_size, c.model.encoder.embed_dim, c.model.predictor.dim, c.seed)
+            for (s, _), c in cfgs.items()
+            if s == seed
+        }
+        assert len(same) == 1
+    assert not list(tmp_path.iterdir())

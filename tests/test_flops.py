@@ -37,6 +37,9 @@ def _shapes(method, batch: dict) -> flops.Shapes:
         captions=n,
         words=s,
         text_dim=dt,
+        cond_layers=sum(block.cond is not None for block in method.predictor.blocks) or None,
+        conditioning=p.conditioning if n else "none",
+        fusion=p.caption_fusion,
     )
 
 
@@ -49,10 +52,22 @@ def _setup(tiny_cfg, method_name: str, *overrides: str):
     return method, batch
 
 
+VARIANTS = [
+    (f"model.predictor.conditioning={c}", "loss.sparse_form=none") for c in ("caption", "adaln", "input", "sequence")
+]
+CASES = [
+    ("ijepa", ()),
+    ("tcjepa", ()),
+    ("tcjepa", ("model.predictor.cond_heads=4", "text.num_captions=3")),
+    ("tcjepa", ("model.predictor.caption_fusion=attention",)),
+    ("tcjepa", ("model.predictor.caption_fusion=mean", "model.predictor.cond_layers=last")),
+    *[("tcjepa", v) for v in VARIANTS],
+    ("tcjepa", ("model.predictor.conditioning=adaln", "loss.sparse_form=none", "model.predictor.cond_layers=last")),
+]
+
+
 @pytest.mark.parametrize(
-    ("method_name", "overrides"),
-    [("ijepa", ()), ("tcjepa", ()), ("tcjepa", ("model.predictor.cond_heads=4", "text.num_captions=3"))],
-    ids=["ijepa", "tcjepa", "tcjepa-4-heads-3-captions"],
+    ("method_name", "overrides"), CASES, ids=[" ".join((n, *(o.split(".")[-1] for o in ov))) for n, ov in CASES]
 )
 def test_training_step_matches_flop_counter(tiny_cfg, method_name: str, overrides: tuple[str, ...]) -> None:
     method, batch = _setup(tiny_cfg, method_name, *overrides)
@@ -72,6 +87,8 @@ def test_training_step_matches_flop_counter(tiny_cfg, method_name: str, override
     )
     if method_name == "ijepa":
         assert analytic["conditioner"] == 0
+    else:
+        assert analytic["conditioner"] > 0
 
 
 def test_forward_parts_match_per_module_counts(tiny_cfg) -> None:
@@ -106,4 +123,6 @@ def test_conditioner_count_follows_cond_layers_and_the_conditioner(tiny_cfg) -> 
     every = cond_flops()
     depth = tiny_cfg().model.predictor.depth
     assert every > 0 and cond_flops("model.predictor.cond_layers=last") == pytest.approx(every / depth)
-    assert cond_flops("model.predictor.conditioning=none") == 0
+    assert cond_flops("model.predictor.conditioning=none", "loss.sparse_form=none") == 0
+    for variant in ("caption", "adaln", "sequence", "input"):  # every registered conditioner is counted
+        assert cond_flops(f"model.predictor.conditioning={variant}", "loss.sparse_form=none") > 0

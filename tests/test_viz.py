@@ -45,7 +45,9 @@ def test_word_maps_need_word_links(tiny_cfg, tmp_path) -> None:
     """A TC-JEPA run whose conditioner exposes no patch-word links has nothing to map."""
     from tcjepa.app.viz import word_map_grid, word_maps
 
-    cfg = tiny_cfg("model.predictor.conditioning=none", "train.steps=1", f"run.dir={tmp_path / 'tc'}")
+    cfg = tiny_cfg(
+        "model.predictor.conditioning=none", "loss.sparse_form=none", "train.steps=1", f"run.dir={tmp_path / 'tc'}"
+    )
     run = pretrain(cfg, progress=False)
     with pytest.raises(ValueError, match="no patch-word links"):
         word_maps(run, [0], tmp_path)

@@ -36,7 +36,9 @@ class Shapes:
     captions: int = 0  # N captions (0: no conditioning)
     words: int = 0  # S words per caption after padding
     text_dim: int = 0
-    cond_layers: int | None = None  # predictor blocks with the words cross-attention (None: every block)
+    cond_layers: int | None = None  # predictor blocks with a conditioner (None: every block)
+    conditioning: str = "words"  # model.predictor.conditioning
+    fusion: str = "max"  # model.predictor.caption_fusion
 
     @classmethod
     def of(cls, spec: ViTSpec, pred_dim: int, pred_depth: int, **tokens: float) -> Shapes:
@@ -79,21 +81,36 @@ def predictor_forward(s: Shapes) -> dict[str, float]:
 
 
 def conditioner_forward(s: Shapes) -> dict[str, float]:
-    """The text cross-attention of every conditioned predictor layer; T query tokens = M copies of
-    (context + target)."""
-    if not s.captions:
+    """The text conditioner's matrix products per image, by term; T query tokens = M copies of
+    (context + target). Terms computed from frozen text only (``DATA_FED``) need no input gradient."""
+    if not s.captions or s.conditioning == "none":
         return {}
     t = s.num_targets * (s.context + s.target)
-    d, n, w = s.pred_dim, s.captions, s.words
+    d, n, dt = s.pred_dim, s.captions, s.text_dim
+    layers = s.pred_depth if s.cond_layers is None else s.cond_layers
+    if s.conditioning == "input":  # one projection of the pooled captions, added at the input
+        return {"input": 2 * dt * d}
+    if s.conditioning == "sequence":  # the words' projection, then every block on the longer sequence
+        seq, extra = s.context + s.target, n * s.words
+        longer = _block(seq + extra, d, s.pred_mlp) - _block(seq, d, s.pred_mlp)
+        return {"tokens": 2 * n * s.words * dt * d, "sequence": s.pred_depth * s.num_targets * longer}
+    if s.conditioning == "adaln":  # scale and shift for both norms, once per image and block
+        return {"modulation": layers * 2 * dt * 4 * d}
+    w = 1 if s.conditioning == "caption" else s.words  # caption: one key and value per caption
     per_layer = {
         "query": 2 * t * d * d,
-        "key_value": 2 * 2 * n * w * s.text_dim * d,
+        "key_value": 2 * 2 * n * w * dt * d,
         "scores": 2 * t * n * w * d,  # per-head q.k; their sum over heads is the full-width cosine, free
         "weighted_sum": 2 * t * n * w * d,  # softmax(qK_n) V_n for every caption
-        "out_proj": 2 * t * d * d,  # once, after the max-pool over captions
+        "out_proj": 2 * t * d * d,  # once, after the fusion over captions
     }
-    layers = s.pred_depth if s.cond_layers is None else s.cond_layers
+    if s.conditioning == "words" and s.fusion == "attention":
+        per_layer["fusion"] = 2 * 2 * t * n * d  # the query's score of each caption's update, and their sum
     return {k: v * layers for k, v in per_layer.items()}
+
+
+# Products whose input is frozen text (or pooled from it): backward computes the weight gradient only.
+DATA_FED = frozenset({"key_value", "modulation", "input", "tokens"})
 
 
 def training_step(s: Shapes) -> dict[str, float]:
@@ -101,17 +118,17 @@ def training_step(s: Shapes) -> dict[str, float]:
     ctx = encoder_forward(s, s.context)
     tgt = encoder_forward(s, s.num_patches)
     pred = predictor_forward(s)
-    cond = conditioner_forward(s)
+    cond = {k: v * (2 if k in DATA_FED else 3) for k, v in conditioner_forward(s).items()}
     parts = {
         "context_encoder": ctx["patch_embed"] * 2 + ctx["blocks"] * 3,
         "target_encoder": sum(tgt.values()),
         "predictor": sum(pred.values()) * 3,
-        "conditioner": (cond.get("key_value", 0.0) * 2 + (sum(cond.values()) - cond.get("key_value", 0.0)) * 3),
+        "conditioner": sum(cond.values()),
     }
     parts["total"] = sum(parts.values())
-    parts["conditioner_fwd"] = sum(cond.values())
+    parts["conditioner_fwd"] = sum(conditioner_forward(s).values())
     for k, v in cond.items():
-        parts[f"conditioner.{k}"] = v * (2 if k == "key_value" else 3)
+        parts[f"conditioner.{k}"] = v
     return parts
 
 

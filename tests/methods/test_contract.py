@@ -17,15 +17,25 @@ from tcjepa.config import load_config
 from tcjepa.data.stream import PretrainStream
 from tcjepa.eval.grounding import patch_word_cosines
 from tcjepa.methods import METHODS, BatchSpec, Method, StepOutput, build_method
-from tcjepa.models.conditioning import TextInputs
+from tcjepa.models.conditioning import CONDITIONERS, FUSIONS, TextInputs
 from tcjepa.train.monitors import shuffled_text
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 SRC = Path(__file__).resolve().parents[2] / "src" / "tcjepa"
 
 
-# Every registered method, plus configurations that change a capability (TC-JEPA without word links).
-CASES = [(name, ()) for name in sorted(METHODS)] + [("tcjepa", ("model.predictor.conditioning=none",))]
+# Every registered method, plus TC-JEPA with every other conditioner (those without word links change a
+# capability) and every caption fusion.
+CASES = (
+    [(name, ()) for name in sorted(METHODS)]
+    + [
+        ("tcjepa", (f"model.predictor.conditioning={c}", "loss.sparse_form=none"))
+        for c in sorted(CONDITIONERS)
+        if c != "words"
+    ]
+    + [("tcjepa", (f"model.predictor.caption_fusion={f}",)) for f in FUSIONS if f != "max"]
+    + [("tcjepa", ("model.predictor.cond_layers=last",))]
+)
 
 
 @pytest.fixture(params=CASES, ids=[" ".join((n, *o)) for n, o in CASES])

@@ -1,4 +1,4 @@
-"""Minimal conditioners for the hook points no shipped conditioner uses yet (input, norm modulation).
+"""Minimal conditioners that exercise the predictor's hook points independently of the shipped ones.
 
 They exist to prove that the predictor's hooks work, not to be good models: each is a few lines on top
 of a pooled caption vector, the mean of an image's real words over its present captions.
@@ -12,8 +12,11 @@ from torch import nn
 from tcjepa.models.conditioning import (
     INPUT,
     NORM,
+    AdaLN,
+    CaptionCrossAttention,
     Conditioner,
     CondSpec,
+    InputShift,
     TextCrossAttention,
     TextInputs,
 )
@@ -97,9 +100,20 @@ HOOK_CONDITIONERS: dict[str, type[Conditioner]] = {
 }
 
 
+# The output layers whose zero makes a conditioner's contribution exactly nothing.
+OUTPUTS = {
+    TextCrossAttention: ["proj"],
+    CaptionCrossAttention: ["proj"],
+    AdaLN: ["mod1", "mod2"],
+    InputShift: ["proj"],
+    InputAdd: ["shift"],
+    NormScale: ["mod"],
+}
+
+
 def switch_off(cond: nn.Module) -> None:
     """Zero the output of a conditioner whose contribution is then exactly nothing."""
-    out = {TextCrossAttention: "proj", InputAdd: "shift", NormScale: "mod"}[type(cond)]
     with torch.no_grad():
-        getattr(cond, out).weight.zero_()
-        getattr(cond, out).bias.zero_()
+        for out in OUTPUTS[type(cond)]:
+            getattr(cond, out).weight.zero_()
+            getattr(cond, out).bias.zero_()

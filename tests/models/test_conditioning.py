@@ -21,7 +21,7 @@ from .hook_conditioners import HOOK_CONDITIONERS, InputAdd, NormScale, switch_of
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 NAMES = [*CONDITIONERS, *HOOK_CONDITIONERS]
-SWITCHABLE = [n for n in NAMES if n not in ("input-prefix", "prefix-words")]  # prefix tokens have no zero
+SWITCHABLE = [n for n in NAMES if n not in ("input-prefix", "prefix-words", "sequence")]  # prefixes have no zero
 DEPTH, TEXT_DIM = 3, 12
 
 
@@ -144,12 +144,12 @@ def test_none_is_ijepas_predictor() -> None:
     assert torch.equal(a, b) and links == []
 
 
-@pytest.mark.parametrize("name", ["word", "wrds", "adaln"])
+@pytest.mark.parametrize("name", ["word", "wrds", "cross"])
 def test_bad_conditioning_name_names_the_choices(name: str) -> None:
     with pytest.raises(ConfigError, match="model.predictor.conditioning") as err:
         _predictor(name)
-    assert "words, none" in str(err.value)
-    if name != "adaln":
+    assert "words, caption, adaln, input, sequence, none" in str(err.value)
+    if name != "cross":
         assert "Did you mean 'words'?" in str(err.value)
 
 
@@ -195,12 +195,12 @@ def test_prefix_tokens_are_sliced_off_and_not_link_queries() -> None:
         assert torch.equal(o.query_mask, want)
 
 
-@pytest.mark.parametrize("name", ["norm-scale", "none"])
+@pytest.mark.parametrize("name", ["norm-scale", "none", "caption", "adaln", "input", "sequence"])
 def test_tcjepa_without_word_links_has_no_regulariser(tiny_cfg, make_batch, add_text, name: str) -> None:
     from tcjepa.eval.grounding import patch_word_cosines
 
     torch.manual_seed(0)
-    method = build_method(tiny_cfg(f"model.predictor.conditioning={name}"), text_dim=32)
+    method = build_method(tiny_cfg(f"model.predictor.conditioning={name}", "loss.sparse_form=none"), text_dim=32)
     assert not method.predictor.has_word_links
     assert not method.grounded
     batch = add_text(make_batch())

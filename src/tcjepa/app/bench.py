@@ -24,6 +24,7 @@ from ..data.stream import PretrainStream
 from ..flops import Shapes, text_encoder_forward, training_step
 from ..methods import METHODS, build_method
 from ..methods.ijepa import encoder_spec
+from ..models.conditioning import conditioner_class
 from ..train.loop import pick_device
 from ..train.optim import build_optimizer
 from ..train.step import TrainingDiverged, autocast_for, grad_clip, train_step
@@ -51,9 +52,9 @@ def expected_mask_sizes(stream: PretrainStream, batches: int = 50) -> tuple[floa
 def flop_shapes(cfg: Config, context: float, target: float, words: int, method: str) -> Shapes:
     spec = encoder_spec(cfg)  # the spec alone: building a ViT-H just to read its shape took minutes on CPU
     p = cfg.model.predictor
-    # The analytic count models the words cross-attention, the conditioner with word links, in the blocks
-    # model.predictor.cond_layers names; another conditioner is not counted.
-    conditioned = METHODS[method].text_conditioned and METHODS[method].grounded_for(cfg)
+    # The analytic count models every registered conditioner (flops.conditioner_forward), in the blocks
+    # model.predictor.cond_layers names where it has block hooks.
+    conditioned = METHODS[method].text_conditioned and bool(conditioner_class(p.conditioning).hooks)
     return Shapes.of(
         spec,
         p.dim,
@@ -65,6 +66,8 @@ def flop_shapes(cfg: Config, context: float, target: float, words: int, method: 
         words=words if conditioned else 0,
         text_dim=text_dim_for(cfg) if conditioned else 0,
         cond_layers=len(cond_layer_indices(p.cond_layers, p.depth)),
+        conditioning=p.conditioning if conditioned else "none",
+        fusion=p.caption_fusion,
     )
 
 

@@ -36,9 +36,11 @@ class PredictorConfig:
     num_heads: int | None = None  # default: the encoder's head count (I-JEPA)
     cond_heads: int | None = None  # heads of the text cross-attention; default: num_heads
     # How text enters the predictor (tcjepa.models.conditioning.CONDITIONERS): words (TC-JEPA's per-word
-    # cross-attention) or none (I-JEPA's predictor even when captions are loaded).
+    # cross-attention), caption, adaln, input, sequence (docs/design.md §4.3) or none (I-JEPA's predictor
+    # even when captions are loaded).
     conditioning: str = "words"
     cond_layers: str | list[int] = "all"  # all|last|[block indices]: the blocks that get a conditioner
+    caption_fusion: str = "max"  # max|mean|attention over the per-caption updates (words only)
 
 
 @dataclass

@@ -55,6 +55,7 @@ class IJEPA(Method):
             centred_links=cfg.loss.centred,
             conditioning=p.conditioning,
             cond_layers=p.cond_layers,
+            caption_fusion=p.caption_fusion,
         )
         # The trained modules only (the EMA target runs under no_grad and stores nothing for backward).
         self.context_encoder.checkpointing = self.predictor.checkpointing = cfg.train.activation_checkpointing

@@ -16,7 +16,7 @@ import torch
 from ..config import Config, require_choice
 from ..data.batch import text_spec
 from ..losses.sparsity import FORMS, link_stats, sparsity_losses
-from ..models.conditioning import CondOutput, TextInputs, conditioner_class
+from ..models.conditioning import BLOCK_HOOKS, FUSIONS, CondOutput, TextInputs, conditioner_class
 from .base import BatchSpec, require
 from .ijepa import IJEPA
 from .schedules import ramp
@@ -34,6 +34,32 @@ class TCJEPA(IJEPA):
         super().check_config(cfg)
         require(cfg.text.num_captions >= 1, "method=tcjepa needs text.num_captions >= 1")
         require_choice("loss.sparse_form", cfg.loss.sparse_form, FORMS)
+        require_choice("model.predictor.caption_fusion", cfg.model.predictor.caption_fusion, FUSIONS)
+        cls._check_conditioner(cfg)
+
+    @staticmethod
+    def _check_conditioner(cfg: Config) -> None:
+        """Keys that only some conditioners read are refused with the others rather than silently ignored."""
+        p, loss = cfg.model.predictor, cfg.loss
+        cond = conditioner_class(p.conditioning)
+        name = f"model.predictor.conditioning={p.conditioning}"
+        regularised = loss.sparse_form != "none" and (loss.sparse_weight > 0 or loss.consistency_weight > 0)
+        require(
+            cond.word_links or not regularised,
+            f"{name} has no patch-word links, so the sparsity and consistency regularisers "
+            f"(loss.sparse_form={loss.sparse_form}) have nothing to act on; set loss.sparse_form=none, "
+            "or use model.predictor.conditioning=words",
+        )
+        require(
+            cond.fuses_captions or p.caption_fusion == "max",
+            f"model.predictor.caption_fusion={p.caption_fusion} applies to conditioners that fuse per-caption "
+            f"updates (words); {name} does not, so leave caption_fusion at its default",
+        )
+        require(
+            bool(cond.hooks & BLOCK_HOOKS) or p.cond_layers == "all",
+            f"model.predictor.cond_layers={p.cond_layers} picks predictor blocks, but {name} conditions no "
+            "block (only the input); leave cond_layers=all",
+        )
 
     @classmethod
     def grounded_for(cls, cfg: Config) -> bool:

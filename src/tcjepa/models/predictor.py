@@ -26,6 +26,7 @@ from .conditioning import (
     CondSpec,
     TextInputs,
     build_conditioner,
+    check_fusion,
     conditioner_class,
 )
 from .vit import MLP, Attention, gather_tokens, init_weights, rescale_residual_branches, run_block, sincos_pos_embed
@@ -82,18 +83,20 @@ class Predictor(nn.Module):
         centred_links: bool = False,
         conditioning: str = "words",
         cond_layers: str | Sequence[int] = "all",
+        caption_fusion: str = "max",
     ):
         super().__init__()
         self.dim = dim
         # Both keys are checked even without text, so a typo fails for an I-JEPA run too.
         conditioner_class(conditioning)
+        check_fusion(caption_fusion)
         layers = set(cond_layer_indices(cond_layers, depth))
         self.conditioning = conditioning if text_dim else "none"
 
         def site(layer: int | None) -> Callable[[], Conditioner | None] | None:
             if not text_dim or (layer is not None and layer not in layers):
                 return None
-            spec = CondSpec(dim, text_dim, cond_heads or num_heads, centred_links, layer, depth)
+            spec = CondSpec(dim, text_dim, cond_heads or num_heads, centred_links, layer, depth, caption_fusion)
             return lambda: build_conditioner(self.conditioning, spec)
 
         self.embed = nn.Linear(enc_dim, dim)

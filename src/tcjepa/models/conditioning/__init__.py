@@ -1,7 +1,7 @@
 """The predictor's text conditioners, chosen by ``model.predictor.conditioning``.
 
-A registry rather than flags, so that the paper's conditioning variants (sequence, caption-level,
-AdaLN, input-only) can arrive as new entries using the predictor's hook points (:mod:`.base`) without
+A registry rather than flags: the paper's conditioning variants (caption-level, AdaLN, input-only,
+sequence) are entries using the predictor's hook points (:mod:`.base`), one module each, without
 touching the predictor, the methods or the checkpoints of existing runs. The name is validated here,
 where the registry lives, not in :mod:`tcjepa.config`: config is the lowest layer and knows no models.
 """
@@ -11,7 +11,12 @@ from __future__ import annotations
 import difflib
 
 from ...config import ConfigError
+from .adaln import AdaLN
 from .base import BLOCK_HOOKS, INPUT, NORM, RESIDUAL, Conditioner, CondOutput, CondSpec, TextInputs
+from .caption import CaptionCrossAttention
+from .fusion import FUSIONS, check_fusion
+from .input_only import InputShift
+from .sequence import SequenceTokens
 from .words import TextCrossAttention
 
 
@@ -21,6 +26,10 @@ class NoConditioner(Conditioner):
 
 CONDITIONERS: dict[str, type[Conditioner]] = {
     "words": TextCrossAttention,
+    "caption": CaptionCrossAttention,
+    "adaln": AdaLN,
+    "input": InputShift,
+    "sequence": SequenceTokens,
     "none": NoConditioner,
 }
 
@@ -46,16 +55,23 @@ def build_conditioner(name: str, spec: CondSpec) -> Conditioner | None:
 
 
 __all__ = [
+    "BLOCK_HOOKS",
     "CONDITIONERS",
+    "FUSIONS",
     "INPUT",
     "NORM",
     "RESIDUAL",
+    "AdaLN",
+    "CaptionCrossAttention",
     "CondOutput",
     "CondSpec",
     "Conditioner",
+    "InputShift",
     "NoConditioner",
+    "SequenceTokens",
     "TextCrossAttention",
     "TextInputs",
     "build_conditioner",
+    "check_fusion",
     "conditioner_class",
 ]

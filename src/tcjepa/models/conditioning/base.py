@@ -79,6 +79,7 @@ class CondSpec:
     centred_links: bool = False  # loss.centred
     layer: int | None = None
     depth: int = 1  # predictor depth
+    fusion: str = "max"  # model.predictor.caption_fusion, for conditioners that fuse per-caption updates
 
 
 class Conditioner(nn.Module):
@@ -90,6 +91,8 @@ class Conditioner(nn.Module):
 
     hooks: ClassVar[frozenset[str]] = frozenset()
     word_links: ClassVar[bool] = False  # residual() returns a CondOutput
+    # Conditions on each caption separately and then fuses the N results (model.predictor.caption_fusion).
+    fuses_captions: ClassVar[bool] = False
     # Conditioners with word links read this flag (loss.centred); grounding sets it to compare both views.
     centred_links: bool = False
 

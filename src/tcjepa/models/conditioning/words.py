@@ -7,11 +7,12 @@ project's choices in docs/design.md §4.3):
   computed once per image (the I-JEPA predictor's per-target-block copies of an image are folded
   into one long query axis, so they share them too);
 - per caption the update is Eq. 2 as printed: softmax(q K_n) V_n with the heads concatenated and no
-  output projection; the N updates are max-pooled feature-wise over the captions present (Eq. 4), and
-  one output projection W_O follows the pool. Projecting after the pool costs one d x d product per
-  token instead of N (the per-caption projection alone would add ~2/3 of the predictor's FLOPs at
-  N = 8), and W_O = 0 turns the conditioner off exactly (the I-JEPA equivalence test);
-- padding words are masked in the softmax; absent captions are excluded from the max-pool; an image
+  output projection; the N updates are fused over the captions present (Eq. 4's feature-wise max by
+  default, or mean or attention pooling, :mod:`.fusion`), and one output projection W_O follows.
+  Projecting after the pool costs one d x d product per token instead of N (the per-caption projection
+  alone would add ~2/3 of the predictor's FLOPs at N = 8), and W_O = 0 turns the conditioner off exactly
+  (the I-JEPA equivalence test);
+- padding words are masked in the softmax; absent captions are excluded from the fusion; an image
   without captions gets no update (the text-free path);
 - the rectified patch-word cosines of Eq. 3 use the full projected width: the full q.k is the sum of
   the per-head dot products the attention already computed, so it costs no extra matrix product.
@@ -25,10 +26,7 @@ import torch
 from torch import nn
 
 from .base import RESIDUAL, Conditioner, CondOutput, CondSpec, TextInputs
-
-# Value given to an absent caption's values: far below any real one, yet finite after the attention's
-# weighted sum (fp32 and bf16 both hold it), so neither the max-pool nor its gradient ever sees inf or NaN.
-ABSENT = -1e30
+from .fusion import CaptionFusion
 
 
 class TextCrossAttention(Conditioner):
@@ -42,8 +40,9 @@ class TextCrossAttention(Conditioner):
 
     hooks = frozenset({RESIDUAL})
     word_links = True
+    fuses_captions = True
 
-    def __init__(self, dim: int, text_dim: int, num_heads: int, centred_links: bool = False):
+    def __init__(self, dim: int, text_dim: int, num_heads: int, centred_links: bool = False, fusion: str = "max"):
         super().__init__()
         self.centred_links = centred_links
         if dim % num_heads:
@@ -54,10 +53,11 @@ class TextCrossAttention(Conditioner):
         self.k = nn.Linear(text_dim, dim)
         self.v = nn.Linear(text_dim, dim)
         self.proj = nn.Linear(dim, dim)
+        self.fuse = CaptionFusion(fusion, dim, num_heads)  # created last: the others draw as before
 
     @classmethod
     def from_spec(cls, spec: CondSpec) -> TextCrossAttention:
-        return cls(spec.dim, spec.text_dim, spec.num_heads, spec.centred_links)
+        return cls(spec.dim, spec.text_dim, spec.num_heads, spec.centred_links, spec.fusion)
 
     def after_init(self, layer_id: int) -> None:
         """The update is a residual branch: scaled down with depth like the blocks' attn.proj and fc2."""
@@ -67,7 +67,7 @@ class TextCrossAttention(Conditioner):
         return self(x, text)
 
     def forward(self, x: torch.Tensor, text: TextInputs) -> tuple[torch.Tensor, CondOutput]:
-        """x (B, T, d) -> residual update (B, T, d), max-pooled over the captions present."""
+        """x (B, T, d) -> residual update (B, T, d), fused over the captions present."""
         b, t, d = x.shape
         _, n, s, _ = text.text.shape
         h = self.num_heads
@@ -79,11 +79,9 @@ class TextCrossAttention(Conditioner):
         dots = dots.view(b, h, t, n, s)
         logits = dots * dh**-0.5 + _padding_bias(text, dots.dtype)
         attn = _softmax(logits)  # a fully padded (absent) caption gives a uniform row; it is pooled out below
-        # An absent caption's values are pushed far below any real one, so the max-pool never picks it;
-        # doing this on the small value tensor spares a pass over the (B, N, H, T, dh) output.
-        v = v.masked_fill(~text.caption_mask.view(b, n, 1, 1), ABSENT)
+        v = self.fuse.absent_values(v, text.caption_mask)  # max fusion excludes absent captions here
         per_caption = attn.permute(0, 3, 1, 2, 4) @ v.view(b, n, s, h, dh).transpose(2, 3)  # (B, N, H, T, dh)
-        pooled = per_caption.amax(dim=1).transpose(1, 2).reshape(b, t, d)
+        pooled = self.fuse(per_caption, text.caption_mask).transpose(1, 2).reshape(b, t, d)
         present = text.caption_mask.any(dim=1).view(b, 1, 1)
         delta = self.proj(torch.where(present, pooled, torch.zeros_like(pooled)))
         delta = torch.where(present, delta, torch.zeros_like(delta))  # no captions: no update, not even the bias
