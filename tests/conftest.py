@@ -148,3 +148,18 @@ def torchrun_env() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+def tiny_method_and_batch(method: str, *overrides: str):
+    """(config, freshly built method, a 4-image batch with word states when it reads them) on the tiny
+    preset with the sparsity warm-up off, seeded: the fixture of the one-step equality tests."""
+    from tcjepa.methods import build_method
+
+    cfg = load_config(TINY, [f"method={method}", "loss.sparse_warmup_steps=0", *overrides])
+    torch.manual_seed(0)
+    model = build_method(cfg, cfg.text.hashed_dim if method == "tcjepa" else None)
+    batch = tiny_batch(batch_size=4)
+    if method == "tcjepa":
+        batch = with_text(batch, text_dim=cfg.text.hashed_dim)
+    batch["step"] = 0
+    return cfg, model, batch

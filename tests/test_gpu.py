@@ -12,11 +12,10 @@ import torch
 
 from tcjepa.config import load_config
 from tcjepa.data.batch import to_device
-from tcjepa.methods import build_method
 from tcjepa.models.vit import Block
 from tcjepa.train.optim import build_optimizer
 from tcjepa.train.step import autocast_for, train_step
-from tests.conftest import tiny_batch, with_text
+from tests.conftest import tiny_method_and_batch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 CUDA = torch.device("cuda")
@@ -31,17 +30,6 @@ def full_fp32() -> Iterator[None]:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _model_and_batch(method: str, *overrides: str):
-    cfg = load_config("tiny", [f"method={method}", "loss.sparse_warmup_steps=0", *overrides])
-    torch.manual_seed(0)
-    model = build_method(cfg, cfg.text.hashed_dim if method == "tcjepa" else None)
-    batch = tiny_batch(batch_size=4)
-    if method == "tcjepa":
-        batch = with_text(batch, text_dim=cfg.text.hashed_dim)
-    batch["step"] = 0
-    return cfg, model, batch
-
-
 def _loss_and_grads(model: torch.nn.Module, batch: dict, autocast=None) -> tuple[torch.Tensor, dict]:
     model.zero_grad(set_to_none=True)
     with autocast() if autocast else torch.autocast("cpu", enabled=False):
@@ -52,7 +40,7 @@ def _loss_and_grads(model: torch.nn.Module, batch: dict, autocast=None) -> tuple
 
 @pytest.mark.parametrize("method", ["ijepa", "tcjepa"])
 def test_cuda_forward_and_backward_equal_the_cpu(method: str) -> None:
-    _, model, batch = _model_and_batch(method)
+    _, model, batch = tiny_method_and_batch(method)
     loss, grads = _loss_and_grads(model, batch)
     loss_gpu, grads_gpu = _loss_and_grads(copy.deepcopy(model).to(CUDA), to_device(batch, CUDA))
     torch.testing.assert_close(loss_gpu, loss, rtol=1e-4, atol=1e-5)
@@ -63,7 +51,7 @@ def test_cuda_forward_and_backward_equal_the_cpu(method: str) -> None:
 
 @pytest.mark.parametrize("method", ["ijepa", "tcjepa"])
 def test_bf16_autocast_steps_stay_finite_and_near_fp32(method: str) -> None:
-    cfg, model, batch = _model_and_batch(method)
+    cfg, model, batch = tiny_method_and_batch(method)
     model, batch = model.to(CUDA), to_device(batch, CUDA)
     fp32_loss, _ = _loss_and_grads(model, batch)
     opt = build_optimizer(model, cfg, CUDA)
@@ -76,8 +64,8 @@ def test_bf16_autocast_steps_stay_finite_and_near_fp32(method: str) -> None:
 
 
 def test_activation_checkpointing_on_cuda_gives_the_same_gradients() -> None:
-    _, plain, batch = _model_and_batch("tcjepa")
-    _, ckpt, _ = _model_and_batch("tcjepa", "train.activation_checkpointing=true")
+    _, plain, batch = tiny_method_and_batch("tcjepa")
+    _, ckpt, _ = tiny_method_and_batch("tcjepa", "train.activation_checkpointing=true")
     batch = to_device(batch, CUDA)
     loss, grads = _loss_and_grads(plain.to(CUDA), batch)
     loss_ac, grads_ac = _loss_and_grads(ckpt.to(CUDA), batch)

@@ -8,21 +8,13 @@ import torch
 from tcjepa.config import load_config
 from tcjepa.methods import build_method
 from tcjepa.train.optim import adamw_impl, build_optimizer
-from tests.conftest import tiny_batch, with_text
+from tests.conftest import tiny_method_and_batch
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _loss_and_grads(method: str, checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-    cfg = load_config(
-        "tiny", [f"method={method}", "loss.sparse_warmup_steps=0", f"train.activation_checkpointing={checkpointing}"]
-    )
-    torch.manual_seed(0)
-    model = build_method(cfg, cfg.text.hashed_dim if method == "tcjepa" else None)
-    batch = tiny_batch(batch_size=4)
-    if method == "tcjepa":
-        batch = with_text(batch, text_dim=cfg.text.hashed_dim)
-    batch["step"] = 0
+    _, model, batch = tiny_method_and_batch(method, f"train.activation_checkpointing={checkpointing}")
     saved = 0
 
     def count(t: torch.Tensor) -> torch.Tensor:
