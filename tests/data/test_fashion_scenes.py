@@ -111,7 +111,7 @@ def test_every_item_stays_mostly_visible(root: Path) -> None:
     for i in range(len(ds)):
         scene = ds.scene(i)
         for item, seen in zip(scene.items, scene.visible_area):
-            _, alpha = ds._alpha(item)
+            _, alpha = ds._alpha(item.source, item.side)
             assert seen >= MIN_VISIBLE * int((alpha >= 0.5).sum())
 
 

@@ -32,7 +32,7 @@ from tcjepa.data.arguments import int_arg, item_index
 from tcjepa.data.fashion import CLASS_NAMES, FashionMNIST
 from tcjepa.data.fashion_scenes_captions import CAPTIONS_PER_SCENE, CLASS_WORDS, build_captions
 from tcjepa.data.shapes_captions import Grounding, relation_index
-from tcjepa.data.shapes_render import grid_bin, off_grid_coordinate
+from tcjepa.data.shapes_render import GridPosition, off_grid_coordinate, slot_order
 
 __all__ = [
     "CAPTIONS_PER_SCENE",
@@ -63,21 +63,13 @@ _LAYOUT_RESTARTS = 100
 
 
 @dataclass(frozen=True)
-class Item:
+class Item(GridPosition):
     label: int  # Fashion-MNIST class
     source: int  # row in the item pool (FashionMNIST of the split's item split)
     cx: float  # centre in image units, y down
     cy: float
     side: int  # pixels
     brightness: float
-
-    @property
-    def x_bin(self) -> int:
-        return grid_bin(self.cx)
-
-    @property
-    def y_bin(self) -> int:
-        return grid_bin(self.cy)
 
 
 @dataclass(frozen=True)
@@ -178,11 +170,11 @@ class FashionScenes(Dataset):
             if not any(frozenset((a, b)) in _HELD_OUT for a in out for b in out if a < b):
                 return out
 
-    def _alpha(self, item: Item) -> tuple[np.ndarray, np.ndarray]:
-        """(grey, alpha) of an item at its pixel size, both (side, side) float32 in [0, 1]."""
-        grey = torch.from_numpy(self.pool.images[item.source]).float().div_(255.0)[None, None]
-        if item.side != grey.shape[-1]:
-            grey = F.interpolate(grey, size=(item.side, item.side), mode="bilinear", antialias=True)
+    def _alpha(self, source: int, side: int) -> tuple[np.ndarray, np.ndarray]:
+        """(grey, alpha) of pool image ``source`` at ``side`` pixels, both (side, side) float32 in [0, 1]."""
+        grey = torch.from_numpy(self.pool.images[source]).float().div_(255.0)[None, None]
+        if side != grey.shape[-1]:
+            grey = F.interpolate(grey, size=(side, side), mode="bilinear", antialias=True)
         grey = grey[0, 0].clamp_(0.0, 1.0).numpy()
         return grey, np.clip(_ALPHA_GAIN * grey, 0.0, 1.0)
 
@@ -193,8 +185,9 @@ class FashionScenes(Dataset):
         y0 = min(max(round(item.cy * s - item.side / 2), 0), s - item.side)
         return x0, y0
 
-    def _layout(self, rng: np.random.Generator) -> tuple[list[Item], np.ndarray, list[int]] | None:
-        """Items back to front, the instance map (painting order + 1) and visible pixels; None to resample."""
+    def _layout(self, rng: np.random.Generator) -> tuple[list[Item], list[int]] | None:
+        """Items back to front and their visible pixels; None to resample. Painting the scene (``_paint``)
+        redraws the instance map from the items."""
         s = self.image_size
         n = int(rng.integers(self.min_objects, self.max_objects + 1))
         if self.split == "heldout":
@@ -210,12 +203,11 @@ class FashionScenes(Dataset):
             side = max(8, round(float(rng.uniform(hi - 0.14, hi)) * s))
             brightness = float(rng.uniform(0.75, 1.0))
             margin = side / (2 * s)
+            mask = self._alpha(source, side)[1] >= _MASK_ALPHA  # the same wherever the item lands
             for _ in range(_PLACE_TRIES):
                 item = Item(
                     label, source, off_grid_coordinate(rng, margin), off_grid_coordinate(rng, margin), side, brightness
                 )
-                _, alpha = self._alpha(item)
-                mask = alpha >= _MASK_ALPHA
                 x0, y0 = self._box(item)
                 window = inst[y0 : y0 + side, x0 : x0 + side]
                 covered = np.bincount(window[mask], minlength=depth + 1)[1:]
@@ -228,9 +220,9 @@ class FashionScenes(Dataset):
                 break
             else:
                 return None
-        return items, inst, visible
+        return items, visible
 
-    def _generate(self, index: int) -> tuple[FashionScene, np.ndarray]:
+    def _generate(self, index: int) -> FashionScene:
         i = item_index(index, self.size, self)
         rng = np.random.default_rng([self.seed, self._split_id, i, 0xFA5])  # 0xFA5: not a shapes scene's stream
         background = tuple(float(v) for v in rng.uniform(0.0, 0.3, size=3))
@@ -241,10 +233,8 @@ class FashionScenes(Dataset):
                 break
         else:  # practically unreachable: four items cover well under the canvas
             raise RuntimeError(f"could not place items for index {i} of {self!r}")
-        items, inst, visible = placed
-        order = sorted(range(len(items)), key=lambda k: (-visible[k], items[k].cy, items[k].cx))
-        to_slot = np.zeros(len(items) + 1, dtype=np.int64)
-        to_slot[[k + 1 for k in order]] = np.arange(1, len(items) + 1)
+        items, visible = placed
+        order = slot_order(items, visible)
         slotted = tuple(items[k] for k in order)
         areas = tuple(visible[k] for k in order)
         captions = build_captions(slotted, areas, rng)
@@ -253,7 +243,7 @@ class FashionScenes(Dataset):
             index=i,
             image_size=self.image_size,
             items=slotted,
-            paint_order=tuple(int(to_slot[k + 1]) - 1 for k in range(len(items))),
+            paint_order=tuple(order.index(k) for k in range(len(items))),
             visible_area=areas,
             background=background,  # type: ignore[arg-type]
             noise_seed=noise_seed,
@@ -261,13 +251,13 @@ class FashionScenes(Dataset):
             groundings=tuple(c.groundings for c in captions),
             caption_kinds=tuple(c.kind for c in captions),
         )
-        return scene, to_slot[inst]
+        return scene
 
     # ---- public API --------------------------------------------------------------------------------
 
     def scene(self, index: int) -> FashionScene:
         """Items, captions and groundings of sample ``index``, without pixels."""
-        return self._generate(index)[0]
+        return self._generate(index)
 
     def render(self, scene: FashionScene) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 image and (H, W) int64 instance map (0 background, k + 1 = slot k)."""
@@ -281,7 +271,7 @@ class FashionScenes(Dataset):
         instance = np.zeros((s, s), dtype=np.int64)
         for slot in scene.paint_order:
             item = scene.items[slot]
-            grey, alpha = self._alpha(item)
+            grey, alpha = self._alpha(item.source, item.side)
             x0, y0 = self._box(item)
             region = image[:, y0 : y0 + item.side, x0 : x0 + item.side]
             region *= 1.0 - alpha
@@ -306,7 +296,7 @@ class FashionScenes(Dataset):
         return out
 
     def __getitem__(self, index: int) -> dict:
-        scene, _ = self._generate(index)
+        scene = self._generate(index)
         image, instance = self._paint(scene)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),

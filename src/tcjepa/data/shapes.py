@@ -44,6 +44,7 @@ from tcjepa.data.shapes_render import (
     paint,
     rasterise,
     sample_background,
+    slot_order,
 )
 
 __all__ = [
@@ -255,7 +256,7 @@ class ShapesDataset(Dataset):
         else:  # practically unreachable: 4 large objects cover at most 40% of the image
             raise RuntimeError(f"could not place objects for index {index} of {self!r}")
         objects, inst, full, visible = placed
-        order = sorted(range(len(objects)), key=lambda i: (-visible[i], objects[i].cy, objects[i].cx))
+        order = slot_order(objects, visible)
         to_slot = np.zeros(len(objects) + 1, dtype=np.int64)
         to_slot[[i + 1 for i in order]] = np.arange(1, len(objects) + 1)
         slotted = tuple(objects[i] for i in order)

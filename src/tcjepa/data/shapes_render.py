@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -108,8 +109,33 @@ def off_grid_coordinate(rng: np.random.Generator, margin: float) -> float:
             return v
 
 
+class GridPosition:
+    """The 3x3 grid cell of an object's centre (``cx``, ``cy`` in image units, y down): what position words name."""
+
+    cx: float
+    cy: float
+
+    @property
+    def x_bin(self) -> int:
+        """Column of the 3x3 grid cell holding the centre (0 left .. 2 right)."""
+        return grid_bin(self.cx)
+
+    @property
+    def y_bin(self) -> int:
+        """Row of the 3x3 grid cell holding the centre (0 top .. 2 bottom)."""
+        return grid_bin(self.cy)
+
+
+def slot_order(objects: Sequence[GridPosition], visible: Sequence[int]) -> list[int]:
+    """Painting indices in slot order: the largest visible area first, ties by position (top, then left).
+
+    Slot 0 is "the largest object" the probes and captions ask about, in ``shapes`` and ``fashion-scenes``.
+    """
+    return sorted(range(len(objects)), key=lambda i: (-visible[i], objects[i].cy, objects[i].cx))
+
+
 @dataclass(frozen=True)
-class ShapeObject:
+class ShapeObject(GridPosition):
     """One object's attributes and geometry, in resolution-free units (image spans [0, 1]^2, y down)."""
 
     shape: str
@@ -126,16 +152,6 @@ class ShapeObject:
     def radius(self) -> float:
         """Circumradius in image units: a rotation-independent bound on the object's extent."""
         return UNIT_RADIUS[self.shape] * math.sqrt(self.area)
-
-    @property
-    def x_bin(self) -> int:
-        """Column of the 3x3 grid cell holding the centre (0 left .. 2 right)."""
-        return grid_bin(self.cx)
-
-    @property
-    def y_bin(self) -> int:
-        """Row of the 3x3 grid cell holding the centre (0 top .. 2 bottom)."""
-        return grid_bin(self.cy)
 
     def vertices(self, image_size: int) -> np.ndarray:
         """Polygon vertices in pixel coordinates (pixel centres at integers)."""

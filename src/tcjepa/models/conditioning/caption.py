@@ -16,36 +16,17 @@ sparsity regularisers, the pointing game and word maps do not apply.
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import nn
 
-from .base import RESIDUAL, Conditioner, CondSpec, TextInputs
+from .base import CondSpec, TextInputs
 from .pooling import caption_vectors
+from .words import ResidualCrossAttention
 
 
-class CaptionCrossAttention(Conditioner):
-    hooks = frozenset({RESIDUAL})
-
-    def __init__(self, dim: int, text_dim: int, num_heads: int):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"predictor width {dim} is not divisible by {num_heads} cross-attention heads")
-        self.num_heads = num_heads
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(text_dim, dim)
-        self.v = nn.Linear(text_dim, dim)
-        self.proj = nn.Linear(dim, dim)
-
+class CaptionCrossAttention(ResidualCrossAttention):
     @classmethod
     def from_spec(cls, spec: CondSpec) -> CaptionCrossAttention:
         return cls(spec.dim, spec.text_dim, spec.num_heads)
-
-    def after_init(self, layer_id: int) -> None:
-        """A residual branch: scaled down with depth like the blocks' attn.proj and fc2."""
-        self.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
 
     def residual(self, x: torch.Tensor, text: TextInputs) -> tuple[torch.Tensor, None]:
         """x (B, T, d) -> residual update (B, T, d); no links."""

@@ -29,22 +29,15 @@ from .base import RESIDUAL, Conditioner, CondOutput, CondSpec, TextInputs
 from .fusion import CaptionFusion
 
 
-class TextCrossAttention(Conditioner):
-    """``centred_links``: the patch-word similarity of the regularisers and monitors uses each caption's keys
-    minus their mean over its real words (see :mod:`tcjepa.losses.sparsity`); attention is unaffected.
-
-    Submodules are created in the order norm, q, k, v, proj and named as before the conditioner family
-    existed, so checkpoints keep their keys (``predictor.blocks.<i>.cond.q.weight``) and initialisation
-    draws the same random numbers.
-    """
+class ResidualCrossAttention(Conditioner):
+    """The weights of a pre-LN residual cross-attention from patch tokens to text (norm, W_Q, W_K, W_V, W_O),
+    created in that order, and W_O scaled with depth like the blocks' residual branches: shared by the
+    word-level conditioner below and the caption-level one (:mod:`.caption`)."""
 
     hooks = frozenset({RESIDUAL})
-    word_links = True
-    fuses_captions = True
 
-    def __init__(self, dim: int, text_dim: int, num_heads: int, centred_links: bool = False, fusion: str = "max"):
+    def __init__(self, dim: int, text_dim: int, num_heads: int):
         super().__init__()
-        self.centred_links = centred_links
         if dim % num_heads:
             raise ValueError(f"predictor width {dim} is not divisible by {num_heads} cross-attention heads")
         self.num_heads = num_heads
@@ -53,15 +46,32 @@ class TextCrossAttention(Conditioner):
         self.k = nn.Linear(text_dim, dim)
         self.v = nn.Linear(text_dim, dim)
         self.proj = nn.Linear(dim, dim)
+
+    def after_init(self, layer_id: int) -> None:
+        """The update is a residual branch: scaled down with depth like the blocks' attn.proj and fc2."""
+        self.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
+
+
+class TextCrossAttention(ResidualCrossAttention):
+    """``centred_links``: the patch-word similarity of the regularisers and monitors uses each caption's keys
+    minus their mean over its real words (see :mod:`tcjepa.losses.sparsity`); attention is unaffected.
+
+    Submodules are created in the order norm, q, k, v, proj and named as before the conditioner family
+    existed, so checkpoints keep their keys (``predictor.blocks.<i>.cond.q.weight``) and initialisation
+    draws the same random numbers.
+    """
+
+    word_links = True
+    fuses_captions = True
+
+    def __init__(self, dim: int, text_dim: int, num_heads: int, centred_links: bool = False, fusion: str = "max"):
+        super().__init__(dim, text_dim, num_heads)
+        self.centred_links = centred_links
         self.fuse = CaptionFusion(fusion, dim, num_heads)  # created last: the others draw as before
 
     @classmethod
     def from_spec(cls, spec: CondSpec) -> TextCrossAttention:
         return cls(spec.dim, spec.text_dim, spec.num_heads, spec.centred_links, spec.fusion)
-
-    def after_init(self, layer_id: int) -> None:
-        """The update is a residual branch: scaled down with depth like the blocks' attn.proj and fc2."""
-        self.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
 
     def residual(self, x: torch.Tensor, text: TextInputs) -> tuple[torch.Tensor, CondOutput]:
         return self(x, text)
