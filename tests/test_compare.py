@@ -300,3 +300,52 @@ def test_the_conditioning_sweep_plans_every_conditioner_on_the_compare_base(tmp_
         }
         assert len(same) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_seeds_merged_from_an_earlier_report_equal_the_full_report(compared, tmp_path) -> None:
+    """Seed 1's run folders here, seed 0 only in the first comparison's report.json: same numbers as before."""
+    import shutil
+
+    plan, out, _ = compared
+    out2 = tmp_path / "out2"
+    for slug in [a.slug for a in plan.arms] + ["random-init"]:
+        shutil.copytree(out / slug / "seed1", out2 / slug / "seed1")
+    report_md = run_compare(
+        plan, seeds=2, out=out2, suite=TINY_SUITE, progress=False, command="merge", merge_reports=[out / "report.json"]
+    )
+    assert not any(out2.glob("*/seed0")), "seeds the earlier report holds must not be trained again"
+    full, merged = (json.loads((d / "report.json").read_text()) for d in (out, out2))
+    for section in ("metrics", "context_encoder_metrics", "paired_vs_reference", "context_minus_target"):
+        assert merged[section] == full[section], section
+    assert merged["imported"] == [
+        {
+            "source": str(out / "report.json"),
+            "command": "test",
+            "machine": full["machine"],
+            "seeds": {label: [0] for label in full["arms"]},
+        }
+    ]
+    text = report_md.read_text()
+    assert "## Seeds taken from earlier reports" in text and "Seed(s) 0 of every arm" in text
+    assert (out2 / "word_maps.png").is_file()  # drawn from seed 1, the first seed with a run folder
+
+
+def test_a_report_of_another_experiment_is_not_merged(compared, tmp_path) -> None:
+    plan, out, _ = compared
+    report = json.loads((out / "report.json").read_text())
+    cases = {
+        "lr": ("configs", lambda r: r["configs"][plan.arms[1].label]["optim"].__setitem__("lr", 0.5), "optim.lr"),
+        "plan": ("plan", lambda r: r.__setitem__("plan", "masks"), "of sweep 'masks'"),
+        "suite": ("suite", lambda r: r.__setitem__("suite", "quick"), "--suite quick"),
+        "arm": ("arm", lambda r: r["metrics"].__setitem__("X", {}), "arm 'X' is not in this sweep"),
+    }
+    for name, (_, edit, needle) in cases.items():
+        bad = json.loads(json.dumps(report))
+        edit(bad)
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ConfigError, match=needle):
+            run_compare(plan, 2, tmp_path / name, suite=TINY_SUITE, progress=False, merge_reports=[path])
+        assert not (tmp_path / name / plan.arms[0].slug).exists(), "refused before any training"
+    with pytest.raises(ConfigError, match="no such file"):
+        run_compare(plan, 2, tmp_path / "x", suite=TINY_SUITE, progress=False, merge_reports=[tmp_path / "nope.json"])

@@ -114,6 +114,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         only_seeds=only,
         jobs=args.jobs,
+        merge_reports=args.merge_report,
     )
     print(f"report: {report}")
     return 0
@@ -228,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="arms trained side by side, each on its share of the cores")
     p.add_argument("--only-seeds", help="train just these seeds, e.g. 1,2 (one process per core); report all")
     p.add_argument("--base", help="replace the sweep's base preset (e.g. --base demo for a shorter run)")
+    p.add_argument(
+        "--merge-report",
+        action="append",
+        default=[],
+        metavar="REPORT_JSON",
+        help="an earlier report.json of this sweep (same settings): its seeds that --out lacks are reported, "
+        "not retrained; repeatable",
+    )
     p.add_argument("--out", help="output folder (default runs/compare-<sweep>)")
     p.add_argument("--suite", default="quick", choices=list(SUITES))
     p.add_argument("--no-progress", action="store_true")

@@ -162,13 +162,17 @@ def run_compare(
     command: str | None = None,
     only_seeds: list[int] | None = None,
     jobs: int = 1,
+    merge_reports: list[str | Path] | None = None,
 ) -> Path:
     """Train and evaluate every (seed, arm); returns the path of report.md.
 
     ``only_seeds`` trains just those seeds; the report still covers every seed below ``seeds`` that is
     finished. ``jobs`` > 1 trains and evaluates that many arms at once in worker processes, splitting the
     cores between them: on a small CPU two runs side by side finish sooner than one after the other.
+    ``merge_reports`` are earlier ``report.json`` files of the same sweep: the seeds they hold and ``out``
+    lacks are reported from them and not trained again (:mod:`.imported`).
     """
+    from .imported import load_report, supplied_seeds
     from .report import write_report
 
     if isinstance(suite, str):
@@ -182,11 +186,15 @@ def run_compare(
     extra = list(extra or [])
     # Validate every arm's config before training anything: a typo must not surface an hour in.
     cfgs = {(s, a.slug): arm_config(plan, a, s, out, extra) for s in range(seeds) for a in plan.arms}
+    imports = [load_report(p, plan, cfgs, suite.name) for p in merge_reports or []]
+    supplied = supplied_seeds(imports, seeds)
     tasks = []
     for seed in (s for s in range(seeds) if only_seeds is None or s in only_seeds):
-        tasks += [_Task(a.label, seed, cfgs[(seed, a.slug)]) for a in plan.arms]
-        if plan.floor:
+        tasks += [_Task(a.label, seed, cfgs[(seed, a.slug)]) for a in plan.arms if (a.label, seed) not in supplied]
+        if plan.floor and (FLOOR, seed) not in supplied:
             tasks.append(_Task(FLOOR, seed, cfgs[(seed, plan.arms[0].slug)], floor_dir=out / FLOOR / f"seed{seed}"))
+    if supplied:
+        print(f"{len(supplied)} (arm, seed) result(s) come from earlier report(s); not trained", flush=True)
     seconds: dict[int, float | None] = {}
     for i, task in enumerate(tasks):
         where = task.floor_dir or task.cfg.run.dir
@@ -201,4 +209,4 @@ def run_compare(
         if seconds.get(i) is not None and task.floor_dir is None:
             timings.setdefault(task.label, []).append(seconds[i])
     command = command or " ".join(["tcjepa", *sys.argv[1:]])
-    return write_report(plan, seeds, out, cfgs, suite.name, command, timings)
+    return write_report(plan, seeds, out, cfgs, suite.name, command, timings, imports)

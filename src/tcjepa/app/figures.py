@@ -67,7 +67,9 @@ def _figures(
     }
     if plot_curves(runs, out / "curves.png", CURVE_PANELS, colours):
         names.append("curves")
-    tc_arms = {a.label: out / a.slug / "seed0" for a in plan.arms if _grounded(out / a.slug / "seed0")}
+    # The lowest seed whose run folder is here: seeds imported from an earlier report have none.
+    first = {a.label: next((d for d in runs.get(a.label, []) if _grounded(d)), None) for a in plan.arms}
+    tc_arms = {label: d for label, d in first.items() if d is not None}
     if tc_arms:
         from .viz import word_map_grid
 

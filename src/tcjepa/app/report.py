@@ -21,6 +21,7 @@ from ..config import EMA_INIT_SHARE_WARN, Config
 from ..eval.scene import FSCENE_TASKS, SCENE_TASKS
 from .figures import _figures
 from .floor_check import floor_lines, probes_for
+from .imported import ImportedReport, fill_missing_seeds, import_lines
 from .plots import colours_for
 from .results import EMA_SHARE, FLOOR, RAW, PerSeed, aggregate, collect, paired
 from .stats import min_sign_test_p
@@ -184,12 +185,27 @@ def _context_lines(keys: list[str], agg: dict, ctx: dict, arms: list[str], seeds
     return lines
 
 
+def _in_plan_order(plan: Plan, table: dict[str, PerSeed]) -> dict[str, PerSeed]:
+    order = [a.label for a in plan.arms] + [FLOOR]
+    return {lab: table[lab] for lab in order if table.get(lab)}
+
+
 def write_report(
-    plan: Plan, seeds: int, out: Path, cfgs: dict, suite: str, command: str, timings: dict[str, list[float]]
+    plan: Plan,
+    seeds: int,
+    out: Path,
+    cfgs: dict,
+    suite: str,
+    command: str,
+    timings: dict[str, list[float]],
+    imports: list[ImportedReport] | None = None,
 ) -> Path:
     runs = collect(plan, seeds, out)
-    agg = aggregate(runs)
     context_runs = collect(plan, seeds, out, stem="eval_context", monitors=False)
+    imports = imports or []
+    fill_missing_seeds(runs, context_runs, imports, seeds)
+    runs, context_runs = _in_plan_order(plan, runs), _in_plan_order(plan, context_runs)
+    agg = aggregate(runs)
     ctx = aggregate(context_runs)
     labels = list(runs)
     colours = colours_for(labels)
@@ -221,6 +237,11 @@ def write_report(
         "machine": f"{platform.machine()} CPU x{os.cpu_count()}, torch {torch.__version__}",
         "wall_seconds_this_invocation": {k: sum(v) for k, v in timings.items()},
         "configs": {a.label: cfgs[(0, a.slug)].to_dict() for a in plan.arms},
+        "imported": [
+            {"source": str(imp.source), "command": imp.command, "machine": imp.machine, "seeds": imp.used}
+            for imp in imports
+            if imp.used
+        ],
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     cfg0 = cfgs[(0, plan.arms[0].slug)]
@@ -231,7 +252,8 @@ def write_report(
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {report['machine']}. Seeds: {seeds}. Evaluation suite: `{suite}`.",
+        f"Machine: {report['machine']}. Seeds: {seeds}. Evaluation suite: `{suite}`."
+        + (" Some seeds come from earlier reports (see the section on them below)." if report["imported"] else ""),
         "",
         "## Setup",
         "",
@@ -281,6 +303,7 @@ def write_report(
     floor_rows.update({f"{lab} (context encoder)": context_runs[lab] for lab in arms if lab in context_runs})
     for split in ("test", "val") if any(k.endswith("/val") for k in keys) else ("test",):
         lines += floor_lines(floor_rows, runs.get(FLOOR), split, probes_for(cfg0.data.name))
+    lines += import_lines(imports)
     failures = sorted(out.glob("*/seed*/FAILED.txt"))
     if failures:
         lines += ["", "## Failed runs (left out of every number above)", ""]

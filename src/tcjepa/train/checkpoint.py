@@ -33,6 +33,7 @@ RESUMABLE_CHANGES = (
     "text.store",
     "train.steps",
     "data.max_skipped_fraction",
+    "data.on_error",  # a run that finished under "raise" met no bad input, so "skip" would have trained the same
     "train.strategy",  # checkpoints hold full (unsharded) state whichever strategy wrote them
     "train.activation_checkpointing",  # recomputes the same activations: memory, not arithmetic
     "train.tensorboard",
@@ -134,6 +135,7 @@ LEGACY_VALUES = {
     "data.resampled": False,
     "data.shard_window": 0,
     "mask.draw": "independent",
+    "model.predictor.caption_fusion": "max",  # the only fusion before the option existed
     "mask.truncate": "min",
     "optim.warmup_fraction": 0.1,
     "train.accum_steps": 1,
