@@ -134,3 +134,12 @@ def test_keys_added_later_are_read_with_the_behaviour_old_runs_had() -> None:
     assert config_differences(old, current) == []
     del old["data"]["path"]  # saved before data.path: the run read no files
     assert config_differences(old, current) == []
+    del old["model"]["predictor"]["caption_fusion"]  # saved before the option: max over captions was the only one
+    assert config_differences(old, current) == []
+    current["model"]["predictor"]["caption_fusion"] = "mean"
+    assert config_differences(old, current) == [
+        "model.predictor.caption_fusion: checkpoint has 'max', this command has 'mean'"
+    ]
+    old["data"]["on_error"] = "raise"  # a finished run met no bad input under raise: skip trains the same
+    current["model"]["predictor"]["caption_fusion"] = "max"
+    assert config_differences(old, current) == []
