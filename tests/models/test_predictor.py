@@ -60,7 +60,9 @@ def test_cross_attention_matches_reference(heads: int) -> None:
     # The exposed maps: cosine over the full projected width, and the per-caption softmax over real words.
     q, k = cond.q(cond.norm(x)), cond.k(text.text)
     cos = F.cosine_similarity(q[:, :, None, None, :], k[:, None], dim=-1)  # (B, T, N, S)
-    torch.testing.assert_close(out.cos, cos, rtol=1e-5, atol=1e-6)
+    real = text.valid[:, None].expand_as(cos)
+    torch.testing.assert_close(out.cos[real], cos[real], rtol=1e-5, atol=1e-6)
+    assert torch.all(out.cos[~real] == 0)  # padding words and absent captions are not projected at all
     assert out.attn.shape == (3, heads, 7, 3, 5)
     sums = out.attn.sum(-1)  # every present caption's row is a distribution over its real words
     present = text.caption_mask[:, None, None, :].expand_as(sums)

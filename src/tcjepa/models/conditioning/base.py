@@ -58,7 +58,7 @@ class TextInputs:
 class CondOutput:
     """What one conditioned layer exposes to the regularisers and monitors (conditioners with word links)."""
 
-    cos: torch.Tensor  # (B, T, N, S) patch-word cosine over the full projected width (not rectified)
+    cos: torch.Tensor  # (B, T, N, S) patch-word cosine over the full projected width (not rectified); 0 off real words
     attn: torch.Tensor  # (B, H, T, N, S) softmax attention over each caption's words
     # (B, T) bool, True for real query tokens; None when none is padding. Set by the predictor, since the
     # conditioner cannot tell a padded context slot (mask.truncate=pad) or a prepended extra token from a

@@ -53,7 +53,7 @@ class CaptionFusion(nn.Module):
 
         An image without captions gets a finite, meaningless result; the conditioner zeroes its update."""
         if self.mode == "max":
-            return per_caption.amax(dim=1)
+            return per_caption.max(dim=1).values
         b, n = caption_mask.shape
         if self.mode == "mean":
             w = caption_mask.to(per_caption.dtype)

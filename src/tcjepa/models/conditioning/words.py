@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import RESIDUAL, Conditioner, CondOutput, CondSpec, TextInputs
@@ -46,6 +47,22 @@ class ResidualCrossAttention(Conditioner):
         self.k = nn.Linear(text_dim, dim)
         self.v = nn.Linear(text_dim, dim)
         self.proj = nn.Linear(dim, dim)
+
+    def project_words(self, text: TextInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, N, S, d) of the real words; padding slots and absent captions get zeros.
+
+        Padding never reaches a result (its attention weight is exactly 0 and every regulariser and monitor
+        reads real words only), so only the real words are projected, K and V in one product: padding is
+        ~40% of the slots of the shapes captions and more where captions are padded to a long max_len.
+        """
+        b, n, s, _ = text.text.shape
+        valid = text.valid
+        d = self.k.out_features
+        kv = F.linear(
+            text.text[valid], torch.cat([self.k.weight, self.v.weight]), torch.cat([self.k.bias, self.v.bias])
+        )
+        out = kv.new_zeros(b, n, s, 2 * d).index_put((valid,), kv)
+        return out[..., :d], out[..., d:]
 
     def after_init(self, layer_id: int) -> None:
         """The update is a residual branch: scaled down with depth like the blocks' attn.proj and fc2."""
@@ -83,8 +100,7 @@ class TextCrossAttention(ResidualCrossAttention):
         h = self.num_heads
         dh = d // h
         q = self.q(self.norm(x))  # (B, T, d), shared by all captions
-        k = self.k(text.text)  # (B, N, S, d), once per image
-        v = self.v(text.text)
+        k, v = self.project_words(text)  # (B, N, S, d) each, once per image
         dots = q.view(b, t, h, dh).transpose(1, 2) @ k.view(b, n * s, h, dh).permute(0, 2, 3, 1)  # (B,H,T,N*S)
         dots = dots.view(b, h, t, n, s)
         logits = dots * dh**-0.5 + _padding_bias(text, dots.dtype)
