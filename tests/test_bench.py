@@ -43,3 +43,33 @@ def test_data_only_bench_times_the_loader_and_sizes_the_gpu_appetite(tmp_path, c
     gpu = rec["gpu_H100_bf16_img_per_s_at_mfu_0.4"]
     assert gpu == pytest.approx(0.4 * 989e12 / rec["train_flops_per_img"])
     assert rec["loader_cores_per_gpu"] == pytest.approx(gpu / rec["loader_img_per_s"])
+
+
+def test_bench_times_a_compiled_method(tiny_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train.compile=true``: the compiled wrapper is what is timed. Like torch.compile's module, the
+    stand-in has no truth value (``len()`` raises), which once made the bench fail before its first step."""
+    import torch
+
+    wrapped: list[torch.nn.Module] = []
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+            self.calls = 0
+
+        def __len__(self) -> int:
+            raise TypeError(f"{type(self.inner).__name__} does not support len()")
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            return self.inner(*args, **kwargs)
+
+    def compile_(module, **kwargs):
+        wrapped.append(Compiled(module))
+        return wrapped[-1]
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    records: list[dict] = []
+    bench.run_bench(tiny_cfg("train.compile=true"), ["ijepa"], steps=2, rounds=1, emit=records.append)
+    assert records[0]["step_ms"] > 0 and wrapped[0].calls == 4  # 2 warm-up + 2 timed steps ran compiled

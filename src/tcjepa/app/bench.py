@@ -84,7 +84,7 @@ def loop_step(
     clipping and precision (the finite check included, so a diverging benchmark says so)."""
     result = train_step(
         method,
-        forward or method,
+        method if forward is None else forward,  # a compiled module has no truth value
         opt,
         batch,
         step,
