@@ -58,10 +58,11 @@ class ResidualCrossAttention(Conditioner):
         b, n, s, _ = text.text.shape
         valid = text.valid
         d = self.k.out_features
-        kv = F.linear(
-            text.text[valid], torch.cat([self.k.weight, self.v.weight]), torch.cat([self.k.bias, self.v.bias])
-        )
-        out = kv.new_zeros(b, n, s, 2 * d).index_put((valid,), kv)
+        weight, bias = torch.cat([self.k.weight, self.v.weight]), torch.cat([self.k.bias, self.v.bias])
+        if torch.compiler.is_compiling():  # a data-dependent row count would split the compiled graph
+            out = F.linear(text.text, weight, bias) * valid.unsqueeze(-1)
+        else:
+            out = text.text.new_zeros(b, n, s, 2 * d).index_put((valid,), F.linear(text.text[valid], weight, bias))
         return out[..., :d], out[..., d:]
 
     def after_init(self, layer_id: int) -> None:
