@@ -25,8 +25,11 @@ def _shapes(method, batch: dict) -> flops.Shapes:
     p = cfg.model.predictor
     _, m, kt = batch["mask_targets"].shape
     n = s = dt = 0
+    real_words = None
     if "text" in batch:
-        _, n, s, dt = batch["text"].shape
+        b, n, s, dt = batch["text"].shape
+        valid = batch["text_mask"].bool() & batch["caption_mask"].bool()[..., None]
+        real_words = float(valid.sum()) / (b * n)  # the words conditioner projects only the real words
     return flops.Shapes.of(
         spec,
         p.dim,
@@ -36,6 +39,7 @@ def _shapes(method, batch: dict) -> flops.Shapes:
         num_targets=m,
         captions=n,
         words=s,
+        real_words=real_words,
         text_dim=dt,
         cond_layers=sum(block.cond is not None for block in method.predictor.blocks) or None,
         conditioning=p.conditioning if n else "none",

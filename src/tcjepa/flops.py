@@ -35,6 +35,9 @@ class Shapes:
     num_targets: int  # M
     captions: int = 0  # N captions (0: no conditioning)
     words: int = 0  # S words per caption after padding
+    # Real words per caption slot (mean over the batch; absent captions count 0): the words conditioner
+    # projects only these into keys and values (eager mode). None: every slot, an upper bound.
+    real_words: float | None = None
     text_dim: int = 0
     cond_layers: int | None = None  # predictor blocks with a conditioner (None: every block)
     conditioning: str = "words"  # model.predictor.conditioning
@@ -97,9 +100,10 @@ def conditioner_forward(s: Shapes) -> dict[str, float]:
     if s.conditioning == "adaln":  # scale and shift for both norms, once per image and block
         return {"modulation": layers * 2 * dt * 4 * d}
     w = 1 if s.conditioning == "caption" else s.words  # caption: one key and value per caption
+    projected = s.real_words if s.conditioning == "words" and s.real_words is not None else w
     per_layer = {
         "query": 2 * t * d * d,
-        "key_value": 2 * 2 * n * w * dt * d,
+        "key_value": 2 * 2 * n * projected * dt * d,
         "scores": 2 * t * n * w * d,  # per-head q.k; their sum over heads is the full-width cosine, free
         "weighted_sum": 2 * t * n * w * d,  # softmax(qK_n) V_n for every caption
         "out_proj": 2 * t * d * d,  # once, after the fusion over captions
