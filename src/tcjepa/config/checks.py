@@ -37,6 +37,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.precision": ("fp32", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.strategy": ("ddp", "fsdp"),
+    "train.wandb_mode": ("offline", "online"),
 }
 
 

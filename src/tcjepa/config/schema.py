@@ -153,6 +153,9 @@ class TrainConfig:
     # predictor): less memory, about one more forward of compute, the same numbers.
     activation_checkpointing: bool = False
     tensorboard: bool | None = None  # event files beside metrics.jsonl; None: on when tensorboard is installed
+    wandb: bool = False  # a Weights & Biases copy of metrics.jsonl in <run_dir>/wandb (pip install 'tcjepa[wandb]')
+    wandb_project: str = "tcjepa"
+    wandb_mode: str = "offline"  # offline (files only; `wandb sync` later) | online (needs network and a login)
 
 
 @dataclass

@@ -37,6 +37,7 @@ RESUMABLE_CHANGES = (
     "train.strategy",  # checkpoints hold full (unsharded) state whichever strategy wrote them
     "train.activation_checkpointing",  # recomputes the same activations: memory, not arithmetic
     "train.tensorboard",
+    "train.wandb",  # and train.wandb_project, train.wandb_mode: where the numbers are copied, not what they are
 )
 
 

@@ -49,6 +49,7 @@ from .optim import build_optimizer
 from .schedules import lr_at, wd_at
 from .step import TrainingDiverged, as_float, autocast_for, grad_clip, train_step
 from .tensorboard import open_tensorboard
+from .wandb_log import open_wandb, require_wandb
 
 log = logging.getLogger("tcjepa.train")
 
@@ -162,6 +163,7 @@ def pretrain(cfg: Config, resume: bool = False, progress: bool = True, allow_sch
 
 
 def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow_schedule_change: bool) -> Path:
+    require_wandb(cfg.train.wandb)  # every rank, before any work: a missing package is a setup error
     run_dir = resolve_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
     latest = ckpt_dir / "latest.pt"
@@ -258,9 +260,11 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     init_share = ema_init_share(cfg, start_step)  # updated by each step's momentum below
     step = start_step
     board = open_tensorboard(cfg.train.tensorboard, run_dir, start_step) if ctx.is_main else None
+    wandb_run = open_wandb(cfg, run_dir, resume) if ctx.is_main else None
     with (
         open(metrics_path, "a") if ctx.is_main else nullcontext() as metrics_file,
         closing(board) if board is not None else nullcontext(),  # flushed and closed even when a step fails
+        wandb_run if wandb_run is not None else nullcontext(),  # finished (as failed, if a step raises) either way
     ):
         for step, batch in zip(range(start_step, cfg.train.steps), loader):
             lr, wd = lr_at(cfg, step), wd_at(cfg, step)
@@ -318,6 +322,8 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
                     metrics_file.flush()
                     if board is not None:
                         board.write(record)
+                    if wandb_run is not None:
+                        wandb_run.write(record)
                     bar.set_postfix(loss=f"{float(result.loss):.4f}", img_s=f"{record['img_per_s']:.0f}")
                 window_start, window_images = time.perf_counter(), 0
             if cfg.train.ckpt_every and (step + 1) % cfg.train.ckpt_every == 0:

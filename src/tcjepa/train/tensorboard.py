@@ -37,6 +37,16 @@ def tag_of(key: str) -> str:
     return f"data/{key}"
 
 
+def scalars_of(record: dict) -> dict[str, float]:
+    """The numbers of one metrics record by tag, as every live viewer shows them (TensorBoard, W&B): the step,
+    flags (bools), text and non-finite values are left out."""
+    return {
+        tag_of(key): value
+        for key, value in record.items()
+        if key != "step" and not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    }
+
+
 def tensorboard_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
@@ -52,11 +62,8 @@ class TensorBoardLog:
 
     def write(self, record: dict) -> None:
         step = int(record["step"])
-        for key, value in record.items():
-            if key == "step" or isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if math.isfinite(value):
-                self.writer.add_scalar(tag_of(key), value, step)
+        for tag, value in scalars_of(record).items():
+            self.writer.add_scalar(tag, value, step)
         self.writer.flush()  # logging steps are seconds apart: a live TensorBoard sees each at once
 
     def close(self) -> None:
