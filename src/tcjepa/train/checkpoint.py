@@ -36,7 +36,7 @@ RESUMABLE_CHANGES = (
     "train.steps",
     "data.max_skipped_fraction",
     "data.on_error",  # a run that finished under "raise" met no bad input, so "skip" would have trained the same
-    "train.strategy",  # checkpoints hold full (unsharded) state whichever strategy wrote them
+    "train.strategy",  # full checkpoints hold whole tensors whichever strategy wrote them (sharded ones need fsdp)
     "train.activation_checkpointing",  # recomputes the same activations: memory, not arithmetic
     "train.tensorboard",
 )
