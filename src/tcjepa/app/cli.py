@@ -186,7 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="train a method (ijepa|tcjepa) from a YAML config")
     p.add_argument("config", help="YAML preset, e.g. configs/demo.yaml")
     _add_overrides(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in run.dir from checkpoints/latest.pt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in run.dir from checkpoints/latest.pt (latest.dcp when sharded)",
+    )
     p.add_argument(
         "--allow-schedule-change",
         action="store_true",

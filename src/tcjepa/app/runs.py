@@ -13,7 +13,7 @@ from ..data.caption_store import check_store_config
 from ..data.sources import check_data_config
 from ..export import export_encoder, is_exported_encoder, load_encoder
 from ..methods import build_method, check_config
-from ..train.checkpoint import load_checkpoint
+from ..train.checkpoint import latest_checkpoint, load_checkpoint
 
 
 def load_checked_config(path: str | Path | None, overrides: list[str]) -> Config:
@@ -35,7 +35,11 @@ def load_run_config(run_dir: str | Path) -> Config:
 
 def checkpoint_step(run_dir: str | Path) -> int | None:
     """Step of the run's latest checkpoint, or None when it has none."""
-    path = Path(run_dir) / "checkpoints" / "latest.pt"
+    path = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if path.name == "latest.dcp":  # sharded: the step is in the small non-tensor file
+        from ..train.sharded import read_meta
+
+        return int(read_meta(path)["step"])
     return int(load_checkpoint(path)["step"]) if path.is_file() else None
 
 
@@ -47,7 +51,9 @@ def build_untrained(cfg: Config, seed: int | None = None) -> torch.nn.Module:
 
 def load_run_method(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[Config, torch.nn.Module]:
     cfg = load_run_config(run_dir)
-    state = load_checkpoint(Path(run_dir) / "checkpoints" / "latest.pt", map_location=map_location)
+    # latest.pt, or a sharded run's latest.dcp folder assembled into whole tensors here (no process group)
+    path = latest_checkpoint(Path(run_dir) / "checkpoints")
+    state = load_checkpoint(path, map_location=map_location, with_optimizer=False)
     method = build_untrained(cfg)
     method.load_state_dict(state["method"])
     return cfg, method.eval()
@@ -60,7 +66,8 @@ def load_run_encoder(run_dir: str | Path) -> tuple[Config, torch.nn.Module]:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / "config.yaml").is_file() and (Path(path) / "checkpoints" / "latest.pt").is_file()
+    latest = latest_checkpoint(Path(path) / "checkpoints")
+    return (Path(path) / "config.yaml").is_file() and (latest.is_file() or latest.is_dir())
 
 
 ENCODERS = ("target", "context")
@@ -135,8 +142,8 @@ def eval_target(path: str | Path, encoder: str = "target"):
         info = {"exported_encoder": str(path), "encoder": "target"}
         return EvalTarget(loaded, loaded.spec.image_size, path.name, info=info)
     raise FileNotFoundError(
-        f"{path} is neither a tcjepa run folder (config.yaml + checkpoints/latest.pt) nor an exported encoder "
-        "(model.safetensors + config.json)"
+        f"{path} is neither a tcjepa run folder (config.yaml + checkpoints/latest.pt or latest.dcp) nor an exported "
+        "encoder (model.safetensors + config.json)"
     )
 
 

@@ -38,6 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.strategy": ("ddp", "fsdp"),
     "train.wandb_mode": ("offline", "online"),
+    "train.checkpoint_format": ("full", "sharded"),
 }
 
 
@@ -149,6 +150,11 @@ def validate(cfg: Config) -> None:
         f"config key 'train.batch_size'={bs} is not divisible by 'train.accum_steps'={acc}; the step cuts its "
         f"batch into equal micro-batches, so use a train.batch_size that is a multiple of {acc} "
         f"(e.g. {max(acc, bs // acc * acc)}) or another train.accum_steps",
+    )
+    _check(
+        cfg.train.checkpoint_format != "sharded" or cfg.train.strategy == "fsdp",
+        f"config key 'train.checkpoint_format'=sharded needs train.strategy=fsdp (got {cfg.train.strategy!r}): "
+        "only FSDP holds the model as shards. Add train.strategy=fsdp, or use train.checkpoint_format=full",
     )
     cond_layer_indices(cfg.model.predictor.cond_layers, cfg.model.predictor.depth)
     _check(cfg.text.max_len >= 3, "config key 'text.max_len' must be >= 3 (two special tokens plus a word)")

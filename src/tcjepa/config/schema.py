@@ -149,6 +149,9 @@ class TrainConfig:
     online_probe: bool = True  # with the monitors: a cheap linear probe and the pointing game (shapes only)
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
     strategy: str = "ddp"  # ddp|fsdp under torchrun (several processes); ignored in one process
+    # full: one file of whole tensors written by rank 0 (latest.pt); sharded (fsdp only): a torch.distributed
+    # .checkpoint folder each rank writes its own shards into (latest.dcp), for models too large to gather
+    checkpoint_format: str = "full"
     # Recompute each transformer block's activations in backward instead of storing them (context encoder and
     # predictor): less memory, about one more forward of compute, the same numbers.
     activation_checkpointing: bool = False

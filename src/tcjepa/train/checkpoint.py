@@ -1,7 +1,9 @@
 """Atomic checkpoints and strict resume.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over
-the old one: a kill during the write leaves the previous checkpoint intact. Loading uses
+the old one: a kill during the write leaves the previous checkpoint intact. Sharded checkpoints
+(``train.checkpoint_format=sharded``, folders that every FSDP rank writes into) are ``train/sharded.py``;
+``latest_checkpoint`` and ``load_checkpoint`` read either kind. Loading uses
 ``weights_only=True``. A missing, unreadable or incompatible checkpoint is an error that says what to
 do; it never turns into a silent restart from step 0.
 """
@@ -34,7 +36,7 @@ RESUMABLE_CHANGES = (
     "train.steps",
     "data.max_skipped_fraction",
     "data.on_error",  # a run that finished under "raise" met no bad input, so "skip" would have trained the same
-    "train.strategy",  # checkpoints hold full (unsharded) state whichever strategy wrote them
+    "train.strategy",  # full checkpoints hold whole tensors whichever strategy wrote them (sharded ones need fsdp)
     "train.activation_checkpointing",  # recomputes the same activations: memory, not arithmetic
     "train.tensorboard",
     "train.wandb",  # and train.wandb_project, train.wandb_mode: where the numbers are copied, not what they are
@@ -57,11 +59,23 @@ def atomic_save(obj: Any, path: Path) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path:
+    """A run's latest checkpoint: ``latest.dcp`` (the link to the newest sharded folder) when the run writes
+    sharded checkpoints, else ``latest.pt`` (which may not exist yet: callers check ``.exists()``)."""
+    sharded = Path(ckpt_dir) / "latest.dcp"
+    return sharded if sharded.is_symlink() or sharded.exists() else Path(ckpt_dir) / "latest.pt"
 
 
 def rng_state() -> dict:
@@ -88,8 +102,14 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", with_optimizer: bool = True) -> dict:
+    """A checkpoint's state: format, step, config, rng, method (whole tensors) and, unless not asked for,
+    optimizer. A sharded checkpoint (a ``.dcp`` folder) is assembled in this process, on the CPU."""
     path = Path(path)
+    if path.is_dir() or path.suffix == ".dcp":
+        from .sharded import read_whole
+
+        return read_whole(path, with_optimizer)
     if not path.is_file():
         raise CheckpointError(
             f"no checkpoint at {path}: nothing to resume. Start the run without --resume, or point run.dir at "
@@ -140,6 +160,7 @@ LEGACY_VALUES = {
     "mask.truncate": "min",
     "optim.warmup_fraction": 0.1,
     "train.accum_steps": 1,
+    "train.checkpoint_format": "full",
     "train.strategy": "ddp",
 }
 

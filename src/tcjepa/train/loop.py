@@ -28,6 +28,7 @@ from .checkpoint import (
     CheckpointError,
     atomic_save,
     check_compatible,
+    latest_checkpoint,
     load_checkpoint,
     rng_state,
     set_rng_state,
@@ -47,6 +48,7 @@ from .monitors import DeadZoneAlarm, FixedBatchMonitor
 from .online_probe import OnlineProbe
 from .optim import build_optimizer
 from .schedules import lr_at, wd_at
+from .sharded import load_sharded_into, read_meta, save_sharded
 from .step import TrainingDiverged, as_float, autocast_for, grad_clip, train_step
 from .tensorboard import open_tensorboard
 from .wandb_log import open_wandb, require_wandb
@@ -166,10 +168,10 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     require_wandb(cfg.train.wandb)  # every rank, before any work: a missing package is a setup error
     run_dir = resolve_run_dir(cfg)
     ckpt_dir = run_dir / "checkpoints"
-    latest = ckpt_dir / "latest.pt"
-    if not resume and latest.exists():
+    latest = latest_checkpoint(ckpt_dir)  # latest.dcp (sharded) or latest.pt
+    if not resume and (latest.exists() or latest.is_symlink()):
         raise CheckpointError(
-            f"{run_dir} already holds a run (checkpoints/latest.pt). Pass --resume to continue it, or choose "
+            f"{run_dir} already holds a run (checkpoints/{latest.name}). Pass --resume to continue it, or choose "
             "another run.dir / run.name; tcjepa never overwrites a run."
         )
     if cfg.train.threads:
@@ -183,7 +185,9 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     optimizer = build_optimizer(method, cfg, device)
     start_step = 0
     if resume:
-        state = load_checkpoint(latest, map_location=device)
+        # A sharded checkpoint's tensors are read below, into this rank's shards; here its step, config, RNG.
+        sharded_ckpt = latest.name == "latest.dcp"
+        state = read_meta(latest) if sharded_ckpt else load_checkpoint(latest, map_location=device)
         check_compatible(latest, state["config"], cfg.to_dict())
         old_steps = state["config"]["train"]["steps"]
         if old_steps != cfg.train.steps:
@@ -195,7 +199,10 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
                     "--allow-schedule-change to accept the new schedules."
                 )
             log.warning("train.steps changed from %s to %s: schedules are recomputed", old_steps, cfg.train.steps)
-        load_training_state(method, optimizer, state)  # FSDP keeps each rank's shard of the full tensors
+        if sharded_ckpt:
+            load_sharded_into(method, optimizer, latest)  # DCP reshards if the number of ranks changed
+        else:
+            load_training_state(method, optimizer, state)  # FSDP keeps each rank's shard of the full tensors
         set_rng_state(state["rng"])
         start_step = state["step"]
         log.info("resumed %s at step %d", run_dir, start_step)
@@ -211,6 +218,18 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
         metrics_path.unlink()  # a folder without a checkpoint holds no run to lose
 
     def save(step: int) -> None:
+        nonlocal latest
+        if cfg.train.checkpoint_format == "sharded":  # every rank writes its shards; no rank gathers the model
+            meta = {
+                "format": FORMAT_VERSION,
+                "step": step,
+                "config": cfg.to_dict(),
+                "optimizer_format": "fqn",
+                "rng": rng_state(),
+            }
+            save_sharded(method, optimizer, meta, ckpt_dir, cfg.train.keep_every, ctx)
+            latest = ckpt_dir / "latest.dcp"
+            return
         model_state, optim_state, optim_format = full_training_state(method, optimizer)  # all ranks (FSDP)
         if not ctx.is_main:  # the full state is the same on every rank; rank 0 writes it
             return
@@ -223,7 +242,7 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
             "optimizer_format": optim_format,
             "rng": rng_state(),
         }
-        atomic_save(state, latest)
+        atomic_save(state, ckpt_dir / "latest.pt")
         if cfg.train.keep_every and step % cfg.train.keep_every == 0:
             atomic_save(state, ckpt_dir / f"step_{step}.pt")
 
