@@ -15,6 +15,7 @@ from tcjepa import load_encoder
 from tcjepa.app.runs import eval_target, export_run, has_context_encoder, load_run_method
 from tcjepa.config import ConfigError, load_config
 from tcjepa.data.stream import PretrainStream
+from tcjepa.eval.markdown import _encoder_lines
 from tcjepa.export import export_encoder
 from tcjepa.methods import build_method
 from tcjepa.models.vit import VisionTransformer, ViTSpec, vit_spec
@@ -167,6 +168,8 @@ def test_eval_and_export_read_the_context_encoder(tmp_path: Path, teacher_export
     assert target.info["encoder"] == "context" and target.info["frozen_teacher"] == str(teacher_export)
     context = eval_target(run, encoder="context")
     assert context.encoder is context.method.context_encoder and context.info["encoder"] == "context"
+    lines = _encoder_lines(target.info)
+    assert any("frozen teacher" in line and str(teacher_export) in line for line in lines)  # eval.md says so
     out = export_run(run, tmp_path / "exported")
     assert json.loads((out / "config.json").read_text())["encoder"] == "context"
     saved = load_checkpoint(run / "checkpoints" / "latest.pt")["method"]
