@@ -1,6 +1,8 @@
 """Encoders out of runs: ``model.safetensors`` + ``config.json``, loadable without the trainer.
 
-An exported encoder is the EMA target encoder of a run (what JEPA users evaluate). It takes float images
+An exported encoder is the encoder a run's users get: for JEPA runs the EMA target encoder, or the context
+encoder when the run trained against a frozen teacher (``model.target=frozen:PATH``; then ``config.json``
+says ``"encoder": "context"`` and names the teacher). It takes float images
 in [0, 1], shape (B, 3, H, W), applies its own normalisation and returns patch features (B, N, D).
 ``config.json`` records the architecture (``image_size``, ``patch_size``, ``embed_dim``, ``depth``,
 ``num_heads``, ``mlp_ratio``), the normalisation, and where the weights came from.

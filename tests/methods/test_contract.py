@@ -16,8 +16,10 @@ from torch import nn
 from tcjepa.config import load_config
 from tcjepa.data.stream import PretrainStream
 from tcjepa.eval.grounding import patch_word_cosines
+from tcjepa.export import export_encoder
 from tcjepa.methods import METHODS, BatchSpec, Method, StepOutput, build_method
 from tcjepa.models.conditioning import CONDITIONERS, FUSIONS, TextInputs
+from tcjepa.models.vit import VisionTransformer, ViTSpec
 from tcjepa.train.monitors import shuffled_text
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -35,12 +37,22 @@ CASES = (
     ]
     + [("tcjepa", (f"model.predictor.caption_fusion={f}",)) for f in FUSIONS if f != "max"]
     + [("tcjepa", ("model.predictor.cond_layers=last",))]
+    # A frozen teacher (model.target=frozen:PATH) for the methods that predict targets; {teacher} is an
+    # exported random encoder of another width made once per session.
+    + [(name, ("model.target=frozen:{teacher}",)) for name in sorted(METHODS) if METHODS[name].has_ema_target]
 )
 
 
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory) -> Path:
+    torch.manual_seed(7)
+    return export_encoder(VisionTransformer(ViTSpec(32, 4, 48, 2, 2)), tmp_path_factory.mktemp("teacher") / "enc")
+
+
 @pytest.fixture(params=CASES, ids=[" ".join((n, *o)) for n, o in CASES])
-def setup(request) -> tuple[Method, dict]:
+def setup(request, teacher: Path) -> tuple[Method, dict]:
     name, overrides = request.param
+    overrides = tuple(o.format(teacher=teacher) for o in overrides)
     cfg = load_config("tiny", [f"method={name}", "train.batch_size=4", *overrides])
     torch.manual_seed(0)
     method = build_method(cfg)
@@ -72,7 +84,7 @@ def test_forward_backward_after_step(setup) -> None:
     assert "loss" in logged and set(out.terms) <= logged.keys()
     assert method(batch, diagnostics=True).report  # and then there are some
     out.loss.backward()
-    before = {k: v.clone() for k, v in method.state_dict().items()}
+    before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in method.state_dict().items()}
     method.after_step(0)
     assert set(before) == set(method.state_dict())
 
@@ -100,6 +112,16 @@ def test_capabilities_have_the_members_they_promise(setup) -> None:
     if method.has_ema_target:
         assert isinstance(method.context_encoder, nn.Module) and method.encoder is method.target_encoder
         assert not any(p.requires_grad for p in method.target_encoder.parameters())
+    if method.frozen_target:  # the teacher: frozen, outside the method's modules, state and optimizer
+        assert not method.has_ema_target and method.encoder is method.context_encoder
+        teacher = method.target_network
+        assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+        assert not {id(p) for p in teacher.parameters()} & {id(p) for p in method.parameters()}
+        assert not any(m is teacher for m in method.modules())
+        before = {k: v.clone() for k, v in teacher.state_dict().items()}
+        method(batch).loss.backward()
+        method.after_step(0)
+        assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
     if method.text_conditioned:
         assert method.batch_spec(method.cfg).text != "none"
         true, shuffled = method.prediction_loss(batch), method.prediction_loss(shuffled_text(batch))

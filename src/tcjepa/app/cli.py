@@ -157,7 +157,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .runs import export_run
 
     out = export_run(args.run, args.out)
-    print(f"exported the EMA target encoder of {args.run} to {out}")
+    which = (
+        "context encoder (frozen-teacher run)"
+        if "frozen_teacher" in json.loads((out / "config.json").read_text())
+        else "EMA target encoder"
+    )
+    print(f"exported the {which} of {args.run} to {out}")
     return 0
 
 
@@ -269,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="target",
         choices=["target", "context"],
         help="target: the EMA target encoder (default; eval.json/md); context: the run's context encoder, "
-        "written to eval_context.json/md (grounding always uses the context encoder + predictor)",
+        "written to eval_context.json/md (grounding always uses the context encoder + predictor). A run "
+        "trained against a frozen teacher (model.target=frozen:PATH) is evaluated on its context encoder either way",
     )
     p.add_argument("--last4", action="store_true", help="concatenate the last 4 blocks' average pools (I-JEPA)")
     p.add_argument("--device", default="cpu")

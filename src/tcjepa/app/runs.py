@@ -60,7 +60,8 @@ def load_run_method(run_dir: str | Path, map_location: str | torch.device = "cpu
 
 
 def load_run_encoder(run_dir: str | Path) -> tuple[Config, torch.nn.Module]:
-    """The EMA target encoder of a trained run (what downstream users get)."""
+    """The encoder downstream users get (``method.encoder``): the EMA target encoder, or the context encoder
+    of a frozen-teacher run (``model.target=frozen:PATH``, whose teacher did not learn)."""
     cfg, method = load_run_method(run_dir)
     return cfg, method.encoder
 
@@ -74,7 +75,8 @@ ENCODERS = ("target", "context")
 
 
 def has_context_encoder(method) -> bool:
-    """JEPA methods train a context encoder beside the EMA target encoder; only those have one to evaluate."""
+    """JEPA methods with an EMA target train a context encoder beside it: a second encoder to evaluate. A
+    frozen-teacher run has none beside ``method.encoder``, which already is its context encoder."""
     return method.has_ema_target
 
 
@@ -104,7 +106,9 @@ def eval_target(path: str | Path, encoder: str = "target"):
 
     ``encoder="target"`` reads the EMA target encoder (``method.encoder``, what downstream users get);
     ``"context"`` reads the JEPA context encoder, which gradient descent trains directly: the one to look
-    at when the EMA target is still largely its random initialisation (see ``ema_init_share``).
+    at when the EMA target is still largely its random initialisation (see ``ema_init_share``). For a
+    frozen-teacher run (``method.frozen_target``) both read the context encoder, recorded as such in
+    ``info``: the teacher did not learn, it is the run it came from that evaluates it.
     """
     from ..data.captions import build_caption_cache
     from ..eval.suite import EvalTarget
@@ -115,7 +119,7 @@ def eval_target(path: str | Path, encoder: str = "target"):
     if is_run_dir(path):
         cfg, method = load_run_method(path)
         if encoder == "context":
-            if not has_context_encoder(method):
+            if not (has_context_encoder(method) or method.frozen_target):
                 raise ValueError(
                     f"{path}: method {cfg.method!r} ({type(method).__name__}) has no context_encoder to evaluate; "
                     "use --encoder target"
@@ -128,6 +132,8 @@ def eval_target(path: str | Path, encoder: str = "target"):
         cache = build_caption_cache(cfg) if reads_text else None
         step = checkpoint_step(path)
         info = {"method": cfg.method, "data": cfg.data.name, "step": step, "run": str(path), "encoder": encoder}
+        if method.frozen_target:  # method.encoder is the context encoder: say so in eval.json / eval.md
+            info.update(encoder="context", frozen_teacher=cfg.model.target.removeprefix("frozen:"))
         if method.has_ema_target:  # the share of the random init left in the EMA target: none without one
             info["ema_init_share"] = logged_ema_init_share(path, step)
         name = path.name if encoder == "target" else f"{path.name} (context encoder)"
@@ -158,7 +164,11 @@ def untrained_target(cfg: Config, seed: int | None = None):
 
 
 def export_run(run_dir: str | Path, out: str | Path) -> Path:
-    """Export the EMA target encoder of a run folder's latest checkpoint."""
-    cfg, encoder = load_run_encoder(run_dir)
+    """Export the encoder users get from a run folder's latest checkpoint (``method.encoder``): the EMA target
+    encoder, or the context encoder of a frozen-teacher run (``config.json`` says which under ``encoder``)."""
+    cfg, method = load_run_method(run_dir)
+    encoder = method.encoder
     meta = {"method": cfg.method, "run": str(Path(run_dir).resolve()), "step": checkpoint_step(run_dir)}
+    if method.frozen_target:
+        meta.update(encoder="context", frozen_teacher=cfg.model.target.removeprefix("frozen:"))
     return export_encoder(encoder, out, meta)

@@ -107,6 +107,12 @@ def validate(cfg: Config) -> None:
     flat = _flatten(cfg.to_dict())
     for key, choices in CHOICES.items():
         _check(flat[key] in choices, f"config key '{key}' must be one of {', '.join(choices)}; got {flat[key]!r}")
+    target = cfg.model.target
+    _check(
+        target == "ema" or (target.startswith("frozen:") and len(target) > len("frozen:")),
+        f"config key 'model.target' must be ema or frozen:PATH (PATH: a run folder or an exported encoder "
+        f"folder); got {target!r}",
+    )
     enc = cfg.model.encoder
     if enc.size == "custom":
         for name in ("embed_dim", "depth", "num_heads"):

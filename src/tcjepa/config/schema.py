@@ -58,6 +58,10 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    # Where the JEPA methods' prediction targets come from (docs/design.md §4.16): ema (the EMA of the context
+    # encoder) or frozen:PATH (a previously trained encoder, never updated: a run folder or a `tcjepa export`
+    # folder). With frozen:PATH the context encoder is the encoder evaluated and exported.
+    target: str = "ema"
 
 
 @dataclass

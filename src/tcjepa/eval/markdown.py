@@ -27,6 +27,11 @@ def _encoder_lines(s: dict) -> list[str]:
     lines = []
     if "encoder" in s:
         lines.append(f"Encoder: `{s['encoder']}`, {ENCODER_WORDS.get(s['encoder'], 'as given')}.")
+    if "frozen_teacher" in s:
+        lines.append(
+            f"Targets came from the frozen teacher `{s['frozen_teacher']}` (model.target=frozen:PATH), which did "
+            "not learn: the encoder evaluated is this run's context encoder."
+        )
     if "ema_init_share" in s:
         share = s["ema_init_share"]
         if share is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..config import Config, require_choice
 from ..data.captions import text_dim_for
 from ..models.vit import VIT_SIZES
-from .base import BatchSpec, Method, StepOutput
+from .base import BatchSpec, Method, StepOutput, require
 from .contrastive import CLIP, ContrastiveMethod, SigLIP
 from .ijepa import IJEPA
 from .tcjepa import TCJEPA
@@ -27,6 +27,11 @@ def check_config(cfg: Config) -> type[Method]:
     """Validate what ``config.validate`` cannot know: the method's name and its own requirements."""
     cls = method_class(cfg.method)
     require_choice("model.encoder.size", cfg.model.encoder.size, [*VIT_SIZES, "custom"])
+    require(
+        cls.has_ema_target or cfg.model.target == "ema",
+        f"model.target={cfg.model.target} sets where prediction targets come from; method={cfg.method} "
+        "(a contrastive baseline) predicts no targets, so leave model.target=ema",
+    )
     cls.check_config(cfg)
     return cls
 

@@ -8,7 +8,10 @@ anywhere else.
   or token ids, and how many captions per image. The data stream builds only what is asked for.
 - **Capabilities** (class flags, checked by ``tests/methods/test_contract.py`` against the members they
   promise): ``has_ema_target`` (a context encoder trained by gradient, an EMA target encoder that users
-  get; ``context_encoder`` can be evaluated too), ``text_conditioned`` (captions feed the objective and
+  get; ``context_encoder`` can be evaluated too; per instance: False for a frozen teacher), ``frozen_target``
+  (per instance, ``model.target=frozen:PATH``: the targets come from a frozen teacher, ``target_network``, that
+  is not a submodule and never learns, so ``encoder`` is the context encoder and there is no EMA to log or
+  warn about), ``text_conditioned`` (captions feed the objective and
   :meth:`Method.prediction_loss` can be rerun with shuffled captions: the text-usage monitor),
   ``grounded`` (its predictor exposes patch-word links: the regularisers, dead-zone alarm, pointing game
   and word maps run only then), ``contrastive`` (image and text embeddings in one space).
@@ -46,7 +49,8 @@ class StepOutput:
 class Method(nn.Module):
     """Base of every objective. Subclasses set the capability flags and implement the abstract members."""
 
-    has_ema_target: ClassVar[bool] = False
+    has_ema_target: bool = False  # the family's default; a frozen-teacher instance turns it off
+    frozen_target: bool = False  # set per instance by methods that take model.target=frozen:PATH
     text_conditioned: ClassVar[bool] = False
     grounded: bool = False  # the family's default; each instance sets it from its config (grounded_for)
     contrastive: ClassVar[bool] = False

@@ -1,6 +1,8 @@
 """I-JEPA: predict the EMA target encoder's (layer-normed) features of masked blocks from a context block.
 
-A :class:`~tcjepa.methods.base.Method` (docs/design.md §3) with an EMA target; TC-JEPA extends it.
+A :class:`~tcjepa.methods.base.Method` (docs/design.md §3) with an EMA target; TC-JEPA extends it. With
+``model.target=frozen:PATH`` the targets come from a frozen teacher instead (``methods/teacher.py``,
+docs/design.md §4.16): no EMA, and the context encoder is the encoder users get.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..models.predictor import Predictor, gather_targets
 from ..models.vit import VisionTransformer, ViTSpec, vit_spec
 from .base import Method, StepOutput
 from .schedules import ema_at
+from .teacher import TeacherRecord, frozen_teacher_path, load_teacher
 
 
 def encoder_spec(cfg: Config) -> ViTSpec:
@@ -40,8 +43,19 @@ class IJEPA(Method):
     def __init__(self, cfg: Config, text_dim: int | None = None):
         super().__init__(cfg)
         self.context_encoder = build_encoder(cfg)
-        self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
         spec = self.context_encoder.spec
+        frozen = frozen_teacher_path(cfg)
+        if frozen is None:
+            self.target_encoder = copy.deepcopy(self.context_encoder).requires_grad_(False)
+            target_dim = spec.embed_dim
+        else:
+            teacher = load_teacher(frozen, cfg.data.image_size, spec.patch_size)
+            # Held in a tuple, not as a submodule: out of state_dict(), parameters(), the optimizer, DDP's
+            # broadcast and FSDP's sharding. _apply moves it with the method; it stays in eval mode.
+            self._teacher = (teacher.encoder,)
+            self.teacher_record = TeacherRecord(teacher)  # its PATH and weight hash, in every checkpoint
+            self.has_ema_target, self.frozen_target = False, True
+            target_dim = teacher.encoder.spec.embed_dim
         p = cfg.model.predictor
         self.predictor = Predictor(
             spec.grid,
@@ -56,14 +70,28 @@ class IJEPA(Method):
             conditioning=p.conditioning,
             cond_layers=p.cond_layers,
             caption_fusion=p.caption_fusion,
+            out_dim=target_dim,
         )
         # The trained modules only (the EMA target runs under no_grad and stores nothing for backward).
         self.context_encoder.checkpointing = self.predictor.checkpointing = cfg.train.activation_checkpointing
 
     @property
     def encoder(self) -> VisionTransformer:
-        """The encoder users evaluate and export: the EMA target encoder."""
-        return self.target_encoder
+        """The encoder users evaluate and export: the EMA target encoder, or with a frozen teacher (which
+        did not learn) the context encoder."""
+        return self.context_encoder if self.frozen_target else self.target_encoder
+
+    @property
+    def target_network(self) -> VisionTransformer:
+        """The encoder whose features are the targets: the EMA target encoder or the frozen teacher."""
+        return self._teacher[0] if self.frozen_target else self.target_encoder
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        """``.to()``, ``.cuda()``, ``.float()``, ... move the frozen teacher too (it is not a submodule)."""
+        super()._apply(fn, recurse)
+        if self.frozen_target:
+            self._teacher[0]._apply(fn, recurse)
+        return self
 
     def text_inputs(self, batch: dict) -> TextInputs | None:
         return None
@@ -77,7 +105,7 @@ class IJEPA(Method):
 
     @torch.no_grad()
     def targets(self, images: torch.Tensor) -> torch.Tensor:
-        h = self.target_encoder(images)
+        h = self.target_network(images)
         return F.layer_norm(h.float(), (h.shape[-1],))
 
     def predict(self, batch: dict, text: TextInputs | None) -> tuple[torch.Tensor, list[CondOutput]]:
@@ -122,7 +150,9 @@ class IJEPA(Method):
         }
 
     def after_step(self, step: int) -> None:
-        """EMA update of the target encoder with the momentum scheduled for ``step``."""
+        """EMA update of the target encoder with the momentum scheduled for ``step``; none for a frozen teacher."""
+        if self.frozen_target:
+            return
         m = ema_at(self.cfg, step)
         with torch.no_grad():
             tgt = list(self.target_encoder.parameters())

@@ -84,6 +84,7 @@ class Predictor(nn.Module):
         conditioning: str = "words",
         cond_layers: str | Sequence[int] = "all",
         caption_fusion: str = "max",
+        out_dim: int | None = None,
     ):
         super().__init__()
         self.dim = dim
@@ -104,7 +105,7 @@ class Predictor(nn.Module):
         self.register_buffer("pos_embed", sincos_pos_embed(dim, grid), persistent=False)
         self.blocks = nn.ModuleList(PredictorBlock(dim, num_heads, mlp_ratio, site(i)) for i in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.out = nn.Linear(dim, enc_dim)
+        self.out = nn.Linear(dim, out_dim or enc_dim)  # out_dim: the target space's width (a frozen teacher's)
         self.checkpointing = False  # recompute block activations in backward (vit.run_block)
         make_input = site(None)
         self.cond_input = make_input() if make_input is not None else None

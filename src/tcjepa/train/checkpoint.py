@@ -157,6 +157,7 @@ LEGACY_VALUES = {
     "data.shard_window": 0,
     "mask.draw": "independent",
     "model.predictor.caption_fusion": "max",  # the only fusion before the option existed
+    "model.target": "ema",  # frozen teachers came later: earlier runs all trained against the EMA target
     "mask.truncate": "min",
     "optim.warmup_fraction": 0.1,
     "train.accum_steps": 1,

@@ -209,6 +209,13 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
     if ctx.is_main:
         if method.has_ema_target:
             _warn_ema_horizon(cfg)
+        if method.frozen_target:
+            log.info(
+                "targets from the frozen teacher %s (sha256 %s): no EMA; the context encoder is the encoder "
+                "evaluated and exported",
+                cfg.model.target.removeprefix("frozen:"),
+                method.teacher_record.sha256[:16],
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
     metrics_path = run_dir / "metrics.jsonl"
