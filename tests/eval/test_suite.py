@@ -200,6 +200,7 @@ def test_eval_target_explains_a_method_without_context_encoder(trained_run, monk
 
     class TargetOnly(torch.nn.Module):
         has_ema_target = False
+        frozen_target = False  # the method contract's flags (methods/base.py)
 
         def __init__(self) -> None:
             super().__init__()
