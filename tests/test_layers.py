@@ -3,7 +3,10 @@
 Parsed from the source with ``ast`` (imports inside functions count too), so an upward import fails here
 before it can tie the library to the trainer. Lower floors never import higher ones:
 
-    config < models < losses < data < methods < flops, export < tcjepa/__init__ < eval < train < app
+    config < models < losses < data, export < methods < flops < tcjepa/__init__ < eval < train < app
+
+``export`` (the exported-encoder file format: safetensors + config.json around a ViT) sits with ``data``
+below the methods, which read an exported encoder as a frozen teacher.
 
 ``eval`` never imports ``train`` (an evaluation must not depend on how a model was trained), while the
 trainer may use evaluation primitives (the online probe). Within a floor, modules may import each other,
@@ -25,7 +28,7 @@ FLOORS: dict[str, int] = {
     "data": 3,
     "methods": 4,
     "flops": 5,
-    "export": 5,
+    "export": 3,
     "__init__": 6,  # the package root: ``tcjepa.load_encoder`` re-exports export's
     "eval": 7,
     "train": 8,

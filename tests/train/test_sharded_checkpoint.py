@@ -154,7 +154,8 @@ def _fake_checkpoint(ckpt: Path, step: int, tag: str = "") -> Path:
 
 def test_publish_treats_folders_as_the_full_format_treats_files(tmp_path: Path) -> None:
     """latest.dcp moves to each new folder; the one it leaves is deleted unless train.keep_every keeps it."""
-    from tcjepa.train.sharded import publish, read_meta
+    from tcjepa.train.checkpoint import read_meta
+    from tcjepa.train.sharded import publish
 
     ckpt = tmp_path / "checkpoints"
     for step in (2, 3, 4, 6):

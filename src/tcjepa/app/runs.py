@@ -37,7 +37,7 @@ def checkpoint_step(run_dir: str | Path) -> int | None:
     """Step of the run's latest checkpoint, or None when it has none."""
     path = latest_checkpoint(Path(run_dir) / "checkpoints")
     if path.name == "latest.dcp":  # sharded: the step is in the small non-tensor file
-        from ..train.sharded import read_meta
+        from ..train.checkpoint import read_meta
 
         return int(read_meta(path)["step"])
     return int(load_checkpoint(path)["step"]) if path.is_file() else None

@@ -31,7 +31,7 @@ from ..export import CONFIG, WEIGHTS, is_exported_encoder, load_encoder
 from ..models.vit import VisionTransformer, vit_spec
 
 EMA, FROZEN = "ema", "frozen:"
-RUN_CONFIG, RUN_CHECKPOINT = "config.yaml", "checkpoints/latest.pt (or latest.dcp)"
+RUN_CONFIG, RUN_CHECKPOINT = "config.yaml", Path("checkpoints") / "latest.pt"
 # The encoder a run's users get, by the key prefix it has in the run's checkpoint, in order of preference:
 # the EMA target encoder; the context encoder of a frozen-teacher run (which has no target encoder); the
 # image encoder of a contrastive run.
@@ -74,19 +74,25 @@ def _from_export(path: str, folder: Path) -> tuple[VisionTransformer, Path]:
 
 
 def _from_run(path: str, folder: Path) -> tuple[VisionTransformer, Path]:
-    from ..train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
-
     try:
         run_cfg = config_from_dict(yaml.safe_load((folder / RUN_CONFIG).read_text()))
     except (ConfigError, OSError, yaml.YAMLError) as e:
         raise ConfigError(f"{_key(path)}: {folder / RUN_CONFIG} is not a readable tcjepa run config: {e}") from None
     e = run_cfg.model.encoder
     spec = vit_spec(e.size, run_cfg.data.image_size, e.patch_size, e.embed_dim, e.depth, e.num_heads, e.mlp_ratio)
-    ckpt = latest_checkpoint(folder / "checkpoints")  # latest.pt, or a sharded run's latest.dcp
+    ckpt = folder / RUN_CHECKPOINT
+    if not ckpt.is_file():  # a sharded run (latest.dcp) is read by the trainer's layer, not from here
+        raise ConfigError(
+            f"{_key(path)}: {folder} has sharded checkpoints only (checkpoints/latest.dcp); export its encoder "
+            f"first (`tcjepa export {folder} --out DIR`) and point model.target at DIR"
+        )
     try:
-        state = load_checkpoint(ckpt)["method"]
-    except CheckpointError as err:
-        raise ConfigError(f"{_key(path)}: {err}") from None
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["method"]
+    except Exception as err:  # truncated file, not a checkpoint, pickle refused by weights_only ...
+        raise ConfigError(
+            f"{_key(path)}: {ckpt} is unreadable ({type(err).__name__}: {str(err)[:200]}); point model.target at "
+            "another run or at an exported encoder"
+        ) from None
     prefix = next((p for p in RUN_ENCODER_PREFIXES if any(k.startswith(p) for k in state)), None)
     if prefix is None:
         raise ConfigError(
@@ -110,8 +116,6 @@ def load_teacher(path: str, image_size: int, patch_size: int) -> Teacher:
     Building it draws no random numbers from the caller's generator: a student gets the same initial
     weights whichever target it trains against.
     """
-    from ..train.checkpoint import latest_checkpoint  # train/ imports methods/: read lazily, no cycle
-
     folder = Path(path)
     if not folder.exists():
         raise ConfigError(
@@ -121,7 +125,7 @@ def load_teacher(path: str, image_size: int, patch_size: int) -> Teacher:
     with torch.random.fork_rng(devices=[]):
         if is_exported_encoder(folder):
             encoder, weights = _from_export(path, folder)
-        elif (folder / RUN_CONFIG).is_file() and latest_checkpoint(folder / "checkpoints").exists():
+        elif (folder / RUN_CONFIG).is_file() and (folder / "checkpoints").is_dir():
             encoder, weights = _from_run(path, folder)
         else:
             raise ConfigError(

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +110,6 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", with_o
     optimizer. A sharded checkpoint (a ``.dcp`` folder) is assembled in this process, on the CPU."""
     path = Path(path)
     if path.is_dir() or path.suffix == ".dcp":
-        from .sharded import read_whole
-
         return read_whole(path, with_optimizer)
     if not path.is_file():
         raise CheckpointError(
@@ -188,3 +189,59 @@ def check_compatible(path: Path, saved_cfg: dict, current_cfg: dict) -> None:
             + "\n  ".join(diffs)
             + "\nResume with the run's own settings (its config.yaml), or start a new run in another run.dir."
         )
+
+
+# Sharded checkpoints (train.checkpoint_format=sharded, written by train/sharded.py), read in one process.
+META_FILE = "tcjepa.pt"  # the non-tensor part beside DCP's files
+
+
+@contextmanager
+def one_process_is_meant() -> Iterator[None]:
+    """Without a process group DCP warns that it assumes one process: here it is meant (one-process runs,
+    eval, export), so the warning would only alarm."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to (save|load) in a single process")
+        yield
+
+
+def read_meta(path: Path) -> dict:
+    """The non-tensor part of a sharded checkpoint (step, config, RNG), checked like a full checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(
+            f"no sharded checkpoint at {path}"
+            + (f" (the link points at {os.readlink(path)}, which is missing)" if path.is_symlink() else "")
+            + ": nothing to resume. Point checkpoints/latest.dcp at a complete step_<N>.dcp folder of the run "
+            "(ln -sfn step_<N>.dcp latest.dcp), or start the run without --resume."
+        )
+    meta_path = path / META_FILE
+    try:
+        meta = torch.load(meta_path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"sharded checkpoint {path} has no readable {META_FILE} ({type(e).__name__}: {str(e)[:200]}); it is "
+            "not a complete tcjepa checkpoint. Point checkpoints/latest.dcp at another step_<N>.dcp folder."
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"sharded checkpoint {path} is not a tcjepa training checkpoint of format {FORMAT_VERSION} "
+            f"(found format {meta.get('format') if isinstance(meta, dict) else type(meta).__name__})."
+        )
+    return meta
+
+
+def read_whole(path: Path, with_optimizer: bool = True) -> dict:
+    """A sharded checkpoint as the dict a full checkpoint holds, whole tensors on the CPU, in this process.
+
+    For readers without a process group (eval, export, compare): DCP assembles every tensor from the
+    ranks' files. ``with_optimizer=False`` leaves the optimizer state (twice the model under AdamW) unread.
+    """
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+    state = read_meta(path)
+    with one_process_is_meant():
+        loaded = _load_state_dict_from_keys({"model", "optim"} if with_optimizer else {"model"}, checkpoint_id=path)
+    state["method"] = loaded["model"]
+    if with_optimizer:
+        state["optimizer"] = loaded["optim"]
+    return state

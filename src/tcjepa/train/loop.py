@@ -30,6 +30,7 @@ from .checkpoint import (
     check_compatible,
     latest_checkpoint,
     load_checkpoint,
+    read_meta,
     rng_state,
     set_rng_state,
 )
@@ -48,7 +49,7 @@ from .monitors import DeadZoneAlarm, FixedBatchMonitor
 from .online_probe import OnlineProbe
 from .optim import build_optimizer
 from .schedules import lr_at, wd_at
-from .sharded import load_sharded_into, read_meta, save_sharded
+from .sharded import load_sharded_into, save_sharded
 from .step import TrainingDiverged, as_float, autocast_for, grad_clip, train_step
 from .tensorboard import open_tensorboard
 from .wandb_log import open_wandb, require_wandb

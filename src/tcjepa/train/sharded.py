@@ -24,28 +24,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from .checkpoint import FORMAT_VERSION, CheckpointError, atomic_save, fsync_dir
+from .checkpoint import META_FILE, CheckpointError, atomic_save, fsync_dir, one_process_is_meant
 from .distributed import DistContext, barrier
 
 LATEST_LINK = "latest.dcp"
-META_FILE = "tcjepa.pt"
 _STEP_DIR = re.compile(r"step_(\d+)\.dcp")
-
-
-@contextmanager
-def _one_process_is_meant() -> Iterator[None]:
-    """Without a process group DCP warns that it assumes one process: here it is meant (one-process runs,
-    eval, export), so the warning would only alarm."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*assuming the intent is to (save|load) in a single process")
-        yield
 
 
 def step_dir_name(step: int) -> str:
@@ -73,7 +60,7 @@ def save_sharded(
             shutil.rmtree(tmp)
     barrier(ctx)  # no rank writes into the folder before it is empty
     model_state, optim_state = get_state_dict(method, optimizer)  # this rank's shards (DTensors under FSDP)
-    with _one_process_is_meant():
+    with one_process_is_meant():
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=tmp)
     barrier(ctx)  # every rank's shards are written before the folder becomes a checkpoint
     if ctx.is_main:
@@ -113,32 +100,6 @@ def _kept(name: str, keep_every: int) -> bool:
     return bool(match and keep_every and int(match.group(1)) % keep_every == 0)
 
 
-def read_meta(path: Path) -> dict:
-    """The non-tensor part of a sharded checkpoint (step, config, RNG), checked like a full checkpoint."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(
-            f"no sharded checkpoint at {path}"
-            + (f" (the link points at {os.readlink(path)}, which is missing)" if path.is_symlink() else "")
-            + ": nothing to resume. Point checkpoints/latest.dcp at a complete step_<N>.dcp folder of the run "
-            "(ln -sfn step_<N>.dcp latest.dcp), or start the run without --resume."
-        )
-    meta_path = path / META_FILE
-    try:
-        meta = torch.load(meta_path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"sharded checkpoint {path} has no readable {META_FILE} ({type(e).__name__}: {str(e)[:200]}); it is "
-            "not a complete tcjepa checkpoint. Point checkpoints/latest.dcp at another step_<N>.dcp folder."
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"sharded checkpoint {path} is not a tcjepa training checkpoint of format {FORMAT_VERSION} "
-            f"(found format {meta.get('format') if isinstance(meta, dict) else type(meta).__name__})."
-        )
-    return meta
-
-
 def load_sharded_into(method: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
     """Load a sharded checkpoint's model and optimizer into ``method`` (sharded or whole) and ``optimizer``.
 
@@ -151,7 +112,7 @@ def load_sharded_into(method: torch.nn.Module, optimizer: torch.optim.Optimizer,
     model_state, optim_state = get_state_dict(method, optimizer)  # the layout to fill: this rank's shards
     state = {"model": model_state, "optim": optim_state}
     try:
-        with _one_process_is_meant():
+        with one_process_is_meant():
             dcp.load(state, checkpoint_id=path)
     except Exception as e:
         raise CheckpointError(
@@ -159,20 +120,3 @@ def load_sharded_into(method: torch.nn.Module, optimizer: torch.optim.Optimizer,
             "It may be incomplete or from another model."
         ) from None
     set_state_dict(method, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-
-
-def read_whole(path: Path, with_optimizer: bool = True) -> dict:
-    """A sharded checkpoint as the dict a full checkpoint holds, whole tensors on the CPU, in this process.
-
-    For readers without a process group (eval, export, compare): DCP assembles every tensor from the
-    ranks' files. ``with_optimizer=False`` leaves the optimizer state (twice the model under AdamW) unread.
-    """
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
-
-    state = read_meta(path)
-    with _one_process_is_meant():
-        loaded = _load_state_dict_from_keys({"model", "optim"} if with_optimizer else {"model"}, checkpoint_id=path)
-    state["method"] = loaded["model"]
-    if with_optimizer:
-        state["optimizer"] = loaded["optim"]
-    return state

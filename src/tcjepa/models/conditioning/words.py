@@ -62,7 +62,8 @@ class ResidualCrossAttention(Conditioner):
         if torch.compiler.is_compiling():  # a data-dependent row count would split the compiled graph
             out = F.linear(text.text, weight, bias) * valid.unsqueeze(-1)
         else:
-            out = text.text.new_zeros(b, n, s, 2 * d).index_put((valid,), F.linear(text.text[valid], weight, bias))
+            kv = F.linear(text.text[valid], weight, bias)  # bf16 under autocast: the zeros follow its dtype
+            out = kv.new_zeros(b, n, s, 2 * d).index_put((valid,), kv)
         return out[..., :d], out[..., d:]
 
     def after_init(self, layer_id: int) -> None:
