@@ -87,7 +87,8 @@ def floor_lines(
         for seed, per in gaps.items():
             cells = [f"{100 * per[p]:+.1f}" if p in per else "—" for p in probes]
             hits = sum(g >= MARGIN - 1e-12 for g in per.values())
-            body.append(f"| {label} | {seed} | " + " | ".join(cells) + f" | {hits}/{len(per)} |")
+            cell = label.replace("|", "\\|")  # sweep labels such as "I-JEPA | default" would split the column
+            body.append(f"| {cell} | {seed} | " + " | ".join(cells) + f" | {hits}/{len(per)} |")
         verdict = clearly_learns(gaps)
         if verdict is not None:
             verdicts.append(
