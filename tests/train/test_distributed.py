@@ -103,6 +103,17 @@ def test_two_rank_fsdp_equals_one_process(tmp_path: Path, method: str) -> None:
     _assert_same_weights(one, two)  # the checkpoint holds full tensors, gathered from the shards
 
 
+def test_monitors_run_under_fsdp(tmp_path: Path) -> None:
+    """The fixed-batch monitor calls method.encoder outside the method's forward: under FSDP the method's own
+    (root) parameters must be gathered for it, or the patch embedding meets sharded weights and the run
+    stops at its first monitored step. Monitoring changes no weight."""
+    one = _run(1, tmp_path / "one", "method=tcjepa", "train.monitor_every=1")
+    two = _run(2, tmp_path / "fsdp", "method=tcjepa", "train.monitor_every=1", "train.strategy=fsdp")
+    _assert_same_weights(one, two)
+    rows = [json.loads(line) for line in (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines()]
+    assert all("rankme" in r and "text_usage" in r for r in rows if "loss" in r)
+
+
 def test_checkpoints_move_between_strategies_and_process_counts(tmp_path: Path) -> None:
     """A one-process checkpoint resumes under 2-rank FSDP, and an FSDP one in one process, exactly."""
     straight = _run(1, tmp_path / "straight")

@@ -40,6 +40,7 @@ from .distributed import (
     combine_over_ranks,
     full_training_state,
     init_distributed,
+    is_sharded,
     load_training_state,
     process_device,
     shutdown,
@@ -327,9 +328,18 @@ def _pretrain(cfg: Config, ctx: DistContext, resume: bool, progress: bool, allow
                 run_counts = {k: v for k, v in data_stats.items() if k.endswith("_total")}
                 monitored: dict[str, float] = {}
                 if monitor is not None and (step % cfg.train.monitor_every == 0 or step == cfg.train.steps - 1):
-                    monitored.update(monitor(method))
-                    if online is not None:
-                        monitored.update(online(method))
+                    # Monitors call submodules (method.encoder) outside the method's forward, where FSDP would
+                    # gather the method's own parameters (patch embedding, norms): gather them here instead.
+                    sharded = is_sharded(method)
+                    if sharded:
+                        method.unshard()
+                    try:
+                        monitored.update(monitor(method))
+                        if online is not None:
+                            monitored.update(online(method))
+                    finally:
+                        if sharded:
+                            method.reshard()
                 if ctx.is_main:  # every rank took part in the collectives above; one writes the log
                     record = {
                         "step": step,
